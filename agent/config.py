@@ -1,0 +1,256 @@
+"""Settings for voicectl and the agent: the one place configuration names and defaults live.
+
+Values come from the process environment, then the `.env` file of the project, then the
+defaults below. Each field's metadata names its environment variable; `secret` fields are
+masked whenever they are shown. This module must stay cheap to import (no third-party
+imports besides python-dotenv, loaded lazily).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENV_FILE_NAME = ".env"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message is one line for the user."""
+
+
+def _f(env: str, default: object, help: str, *, secret: bool = False) -> object:
+    return field(default=default, metadata={"env": env, "secret": secret, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration. Attribute names are the lower-case environment names."""
+
+    # LiveKit
+    livekit_url: str = _f("LIVEKIT_URL", "ws://127.0.0.1:7880", "LiveKit server URL")
+    livekit_api_key: str = _f("LIVEKIT_API_KEY", "devkey", "LiveKit API key", secret=True)
+    livekit_api_secret: str = _f(
+        "LIVEKIT_API_SECRET", "secret", "LiveKit API secret", secret=True
+    )
+    livekit_server_bin: str = _f(
+        "LIVEKIT_SERVER_BIN", "livekit-server", "livekit-server binary (path or name on PATH)"
+    )
+    # Letta
+    letta_mode: str = _f(
+        "LETTA_MODE", "", "managed | external (default: managed for a loopback URL)"
+    )
+    letta_server_url: str = _f("LETTA_SERVER_URL", "http://127.0.0.1:8283", "Letta server URL")
+    letta_api_key: str = _f("LETTA_API_KEY", "", "Letta API key (Letta Cloud)", secret=True)
+    letta_agent_id: str = _f("LETTA_AGENT_ID", "", "Letta agent id used by the voice agent")
+    letta_agent_name: str = _f(
+        "LETTA_AGENT_NAME", "voice-assistant", "Letta agent name, used when no id is set"
+    )
+    letta_pg_port: int = _f("LETTA_PG_PORT", 8284, "port of the managed Postgres")
+    letta_llm_model: str = _f("LETTA_LLM_MODEL", "gpt-5-mini", "model of new Letta agents")
+    letta_embedding_model: str = _f(
+        "LETTA_EMBEDDING_MODEL", "text-embedding-3-small", "embedding model of new Letta agents"
+    )
+    letta_embedding_dim: int = _f("LETTA_EMBEDDING_DIM", 1536, "embedding dimension")
+    # Model providers
+    openai_api_key: str = _f("OPENAI_API_KEY", "", "OpenAI (or compatible) API key", secret=True)
+    openai_base_url: str = _f("OPENAI_BASE_URL", "", "OpenAI-compatible base URL")
+    llm_model: str = _f("LLM_MODEL", "gpt-5-mini", "fast model of the hybrid path")
+    llm_base_url: str = _f("LLM_BASE_URL", "", "base URL of the fast LLM (default OPENAI_BASE_URL)")
+    preresponse_model: str = _f("PRERESPONSE_MODEL", "gpt-4o-mini", "model of the filler reply")
+    fast_preresponse: bool = _f("FAST_PRERESPONSE", False, "speak a short filler first")
+    deepgram_api_key: str = _f("DEEPGRAM_API_KEY", "", "Deepgram API key", secret=True)
+    stt_provider: str = _f("STT_PROVIDER", "deepgram", "deepgram | openai")
+    stt_model: str = _f("STT_MODEL", "", "STT model (provider default when empty)")
+    stt_base_url: str = _f("STT_BASE_URL", "", "base URL of an OpenAI-compatible STT")
+    tts_provider: str = _f("TTS_PROVIDER", "openai", "openai | cartesia")
+    tts_model: str = _f("TTS_MODEL", "", "TTS model (provider default when empty)")
+    tts_base_url: str = _f("TTS_BASE_URL", "", "base URL of an OpenAI-compatible TTS")
+    openai_tts_voice: str = _f("OPENAI_TTS_VOICE", "nova", "voice of the OpenAI TTS")
+    cartesia_api_key: str = _f("CARTESIA_API_KEY", "", "Cartesia API key", secret=True)
+    # Agent
+    agent_name: str = _f("AGENT_NAME", "letta-voice-agent", "agent name for explicit dispatch")
+    agent_http_port: int = _f("AGENT_HTTP_PORT", 8081, "worker health server port")
+    agent_load_threshold: float = _f(
+        "AGENT_LOAD_THRESHOLD", 0.9, "worker CPU load above which jobs are declined"
+    )
+    use_hybrid_streaming: bool = _f(
+        "USE_HYBRID_STREAMING", True, "stream replies from the LLM, sync Letta in background"
+    )
+    voice_idle_timeout_seconds: float = _f(
+        "VOICE_IDLE_TIMEOUT_SECONDS", 300.0, "end a silent session after this long"
+    )
+    # Reliability
+    circuit_failure_threshold: int = _f(
+        "CIRCUIT_FAILURE_THRESHOLD", 3, "consecutive failures that open a circuit"
+    )
+    circuit_reset_seconds: float = _f(
+        "CIRCUIT_RESET_SECONDS", 30.0, "time an open circuit waits before one trial"
+    )
+    retry_attempts: int = _f("RETRY_ATTEMPTS", 2, "retries after a failed attempt")
+    retry_base_delay_seconds: float = _f(
+        "RETRY_BASE_DELAY_SECONDS", 2.0, "first retry delay; doubles each retry"
+    )
+    request_timeout_seconds: float = _f("REQUEST_TIMEOUT_SECONDS", 10.0, "timeout per attempt")
+    turn_deadline_seconds: float = _f(
+        "TURN_DEADLINE_SECONDS", 20.0, "no retry starts past this point of a turn"
+    )
+    # Observability and control plane
+    metrics_port: int = _f("METRICS_PORT", 9100, "agent Prometheus port")
+    web_port: int = _f("WEB_PORT", 9000, "web console port")
+    voicectl_home: str = _f("VOICECTL_HOME", "", "state directory (default .voicectl/)")
+
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    env_file: Path | None = field(default=None, compare=False, repr=False)
+    project_dir: Path = field(default=Path("."), compare=False, repr=False)
+
+    @property
+    def home(self) -> Path:
+        """The state directory (absolute)."""
+        if self.voicectl_home:
+            return Path(self.voicectl_home).expanduser().resolve()
+        return (self.project_dir / ".voicectl").resolve()
+
+    @property
+    def events_path(self) -> Path:
+        return self.home / "events.jsonl"
+
+    @property
+    def livekit_port(self) -> int:
+        return urlsplit(self.livekit_url).port or 7880
+
+    @property
+    def livekit_http_url(self) -> str:
+        parts = urlsplit(self.livekit_url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return f"{scheme}://{parts.netloc}"
+
+    @property
+    def letta_port(self) -> int:
+        return urlsplit(self.letta_server_url).port or 8283
+
+    @property
+    def letta_managed(self) -> bool:
+        """Whether voicectl runs Letta itself (an explicit mode wins, else loopback URL)."""
+        if self.letta_mode:
+            return self.letta_mode == "managed"
+        return (urlsplit(self.letta_server_url).hostname or "") in LOOPBACK_HOSTS
+
+    def env_for_children(self) -> dict[str, str]:
+        """The effective values as environment variables, for processes we start."""
+        out = {}
+        for f in config_fields():
+            value = getattr(self, f.name)
+            out[f.metadata["env"]] = _render(value)
+        out["VOICECTL_HOME"] = str(self.home)
+        return out
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """The configurable fields, in declaration order."""
+    return [f for f in dataclasses.fields(Settings) if "env" in f.metadata]
+
+
+def env_name(attr: str) -> str:
+    """Environment variable name of a settings attribute."""
+    return Settings.__dataclass_fields__[attr].metadata["env"]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(f: dataclasses.Field, raw: str, source: str) -> object:
+    kind = type(f.default)
+    env = f.metadata["env"]
+    text = raw.strip()
+    try:
+        if kind is bool:
+            low = text.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        want = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        raise ConfigError(f"{env}={raw!r} (from {source}) is not {want}") from None
+    return raw
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Key/values of a .env file (missing file: empty)."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    env_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings: environment, then the .env file, then defaults."""
+    environ = os.environ if environ is None else environ
+    if env_file is None:
+        env_file = environ.get("VOICECTL_ENV_FILE") or Path.cwd() / ENV_FILE_NAME
+    env_path = Path(env_file).expanduser().resolve()
+    file_values = read_env_file(env_path)
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for f in config_fields():
+        env = f.metadata["env"]
+        if env in environ:
+            values[f.name] = _convert(f, environ[env], "environment")
+            sources[f.name] = "environment"
+        elif env in file_values:
+            values[f.name] = _convert(f, file_values[env], env_path.name)
+            sources[f.name] = env_path.name
+        else:
+            sources[f.name] = "default"
+    settings = Settings(
+        **values, sources=sources, env_file=env_path, project_dir=env_path.parent
+    )
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.letta_mode not in ("", "managed", "external"):
+        raise ConfigError(f"LETTA_MODE={s.letta_mode!r} must be managed or external")
+    for attr, schemes in (
+        ("livekit_url", ("ws", "wss", "http", "https")),
+        ("letta_server_url", ("http", "https")),
+    ):
+        url = getattr(s, attr)
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{env_name(attr)}={url!r} is not a {'/'.join(schemes)} URL")
+    for attr in ("agent_http_port", "letta_pg_port", "metrics_port", "web_port"):
+        port = getattr(s, attr)
+        if not 0 < port < 65536:
+            raise ConfigError(f"{env_name(attr)}={port} is not a TCP port")
+
+
+def mask(value: str) -> str:
+    """Show a secret without revealing it: length class and last two characters at most."""
+    if not value:
+        return ""
+    if len(value) <= 8:
+        return "*" * len(value)
+    return f"{value[:2]}…{value[-2:]} ({len(value)} chars)"

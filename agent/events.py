@@ -1,0 +1,121 @@
+"""The agent's event log: one JSON object per line, shared by the agent (writer) and voicectl.
+
+Each line holds `ts` (Unix seconds, float), `event` (one of EVENTS) and that event's fields.
+Neither side parses free-text log lines for facts: this module is the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Event name -> the fields it always carries (more may be present).
+EVENTS: dict[str, tuple[str, ...]] = {
+    "turn": ("mode", "path", "ttft_ms", "total_ms", "fallback"),
+    "circuit": ("dependency", "from", "to", "failures"),
+    "fallback": ("reason",),
+    "memory_sync": ("ok", "ms", "pending"),
+    "startup": ("phase", "elapsed_ms"),
+    "job": ("room", "accepted", "reason"),
+    "vad": ("loaded", "reason"),
+    "worker": ("state", "worker_id", "agent_name", "pid"),
+}
+
+
+class EventError(ValueError):
+    """An event that does not match the schema."""
+
+
+def make_event(event: str, ts: float | None = None, **fields: object) -> dict[str, object]:
+    """Build and check an event record."""
+    required = EVENTS.get(event)
+    if required is None:
+        raise EventError(f"unknown event {event!r}")
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise EventError(f"event {event!r} lacks {', '.join(missing)}")
+    return {"ts": round(time.time() if ts is None else ts, 6), "event": event, **fields}
+
+
+class EventWriter:
+    """Appends events to a JSONL file; safe across threads and processes (O_APPEND, one write)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: object) -> dict[str, object]:
+        record = make_event(event, **fields)
+        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+        return record
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+@dataclass
+class ReadStats:
+    """What a read skipped."""
+
+    read: int = 0
+    skipped: int = 0
+
+
+def parse_lines(
+    lines: Iterable[bytes | str],
+    stats: ReadStats | None = None,
+    events: set[str] | frozenset[str] | None = None,
+) -> Iterator[dict]:
+    """Yield valid event records from raw lines; corrupt, partial or foreign lines are counted."""
+    stats = stats if stats is not None else ReadStats()
+    for raw in lines:
+        if events is not None and not _mentions(raw, events):
+            continue
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            stats.skipped += 1
+            continue
+        if (
+            not isinstance(record, dict)
+            or record.get("event") not in EVENTS
+            or not isinstance(record.get("ts"), int | float)
+        ):
+            stats.skipped += 1
+            continue
+        if events is not None and record["event"] not in events:
+            continue
+        stats.read += 1
+        yield record
+
+
+def _mentions(raw: bytes | str, events: Iterable[str]) -> bool:
+    """Cheap pre-filter: a line of a wanted event names it as a JSON string."""
+    if isinstance(raw, bytes):
+        return any(f'"{e}"'.encode() in raw for e in events)
+    return any(f'"{e}"' in raw for e in events)
+
+
+def read_events(
+    path: Path | str,
+    stats: ReadStats | None = None,
+    events: set[str] | frozenset[str] | None = None,
+) -> Iterator[dict]:
+    """Records of an event log file (none if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        yield from parse_lines(fh, stats, events)
