@@ -51,6 +51,9 @@ class Settings:
         "LETTA_AGENT_NAME", "voice-assistant", "Letta agent name, used when no id is set"
     )
     letta_pg_port: int = _f("LETTA_PG_PORT", 8284, "port of the managed Postgres")
+    letta_venv: str = _f(
+        "LETTA_VENV", "", "virtual environment of the managed Letta (default <state>/letta/venv)"
+    )
     letta_llm_model: str = _f("LETTA_LLM_MODEL", "gpt-5-mini", "model of new Letta agents")
     letta_embedding_model: str = _f(
         "LETTA_EMBEDDING_MODEL", "text-embedding-3-small", "embedding model of new Letta agents"
@@ -99,10 +102,46 @@ class Settings:
     turn_deadline_seconds: float = _f(
         "TURN_DEADLINE_SECONDS", 20.0, "no retry starts past this point of a turn"
     )
+    retry_jitter: float = _f("RETRY_JITTER", 0.2, "± fraction of random jitter on retry delays")
+    health_probe_interval_seconds: float = _f(
+        "HEALTH_PROBE_INTERVAL_SECONDS", 5.0, "background health probe period per dependency"
+    )
+    memory_refresh_seconds: float = _f(
+        "MEMORY_REFRESH_SECONDS", 30.0, "refresh period of the cached Letta core memory"
+    )
+    memory_sync_base_delay_seconds: float = _f(
+        "MEMORY_SYNC_BASE_DELAY_SECONDS", 1.0, "first retry delay of the memory outbox"
+    )
+    memory_sync_max_delay_seconds: float = _f(
+        "MEMORY_SYNC_MAX_DELAY_SECONDS", 30.0, "longest retry delay of the memory outbox"
+    )
+    hybrid_history_messages: int = _f(
+        "HYBRID_HISTORY_MESSAGES", 20, "recent conversation messages in the hybrid prompt"
+    )
+    agent_instructions: str = _f(
+        "AGENT_INSTRUCTIONS", "", "system prompt of the voice agent (built-in default when empty)"
+    )
     # Observability and control plane
     metrics_port: int = _f("METRICS_PORT", 9100, "agent Prometheus port")
     web_port: int = _f("WEB_PORT", 9000, "web console port")
     voicectl_home: str = _f("VOICECTL_HOME", "", "state directory (default .voicectl/)")
+    voicectl_livekit_cmd: str = _f("VOICECTL_LIVEKIT_CMD", "", "replaces the LiveKit command")
+    voicectl_postgres_cmd: str = _f("VOICECTL_POSTGRES_CMD", "", "replaces the Postgres command")
+    voicectl_letta_cmd: str = _f("VOICECTL_LETTA_CMD", "", "replaces the Letta server command")
+    voicectl_agent_cmd: str = _f("VOICECTL_AGENT_CMD", "", "replaces the agent worker command")
+    voicectl_web_cmd: str = _f("VOICECTL_WEB_CMD", "", "replaces the web console command")
+    restart_backoff_seconds: float = _f(
+        "VOICECTL_RESTART_BACKOFF_SECONDS", 1.0, "first delay before restarting a crashed service"
+    )
+    restart_max_fast_crashes: int = _f(
+        "VOICECTL_MAX_FAST_CRASHES", 5, "fast crashes in a row after which restarts stop"
+    )
+    restart_fast_crash_seconds: float = _f(
+        "VOICECTL_FAST_CRASH_SECONDS", 10.0, "a crash this soon after start counts as fast"
+    )
+    stop_grace_seconds: float = _f(
+        "VOICECTL_STOP_GRACE_SECONDS", 10.0, "time between SIGTERM and SIGKILL on stop"
+    )
 
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     env_file: Path | None = field(default=None, compare=False, repr=False)

@@ -10,7 +10,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +119,40 @@ def read_events(
         return
     with path.open("rb") as fh:
         yield from parse_lines(fh, stats, events)
+
+
+def find_since(
+    path: Path | str,
+    since_ts: float,
+    match: Callable[[dict], bool],
+    block: int = 1 << 16,
+) -> dict | None:
+    """The newest record at or after `since_ts` that `match`es, reading the file backwards.
+
+    Records are appended in time order, so the scan stops at the first block older than
+    `since_ts`: cost is proportional to what was written since then, not to the file size.
+    """
+    path = Path(path)
+    try:
+        fh = path.open("rb")
+    except OSError:
+        return None
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        carry = b""
+        while end > 0:
+            start = max(0, end - block)
+            fh.seek(start)
+            chunk = fh.read(end - start) + carry
+            lines = chunk.split(b"\n")
+            carry = lines[0] if start > 0 else b""
+            body = lines[1:] if start > 0 else lines
+            oldest = None
+            for record in reversed(list(parse_lines(line for line in body if line))):
+                oldest = record["ts"]
+                if record["ts"] >= since_ts and match(record):
+                    return record
+            if oldest is not None and oldest < since_ts:
+                return None
+            end = start
+    return None

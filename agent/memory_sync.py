@@ -1,0 +1,329 @@
+"""Durable memory sync: an on-disk outbox of turns that reach Letta in order, each exactly once.
+
+Turns are written to SQLite (`<state dir>/memory_outbox.sqlite3`) before anything is sent. One
+sender per state directory (an advisory file lock, released by the OS if the process dies)
+delivers the oldest pending turn, retrying with backoff while Letta is down. Each turn carries
+an otid; a turn whose earlier attempt may have reached Letta is first looked up by that otid,
+so a lost acknowledgement never causes a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.resilience import (
+    CIRCUIT_OPEN,
+    CircuitBreaker,
+    DependencyError,
+    backoff_delay,
+    classify,
+)
+
+log = logging.getLogger("agent.memory_sync")
+
+OUTBOX_NAME = "memory_outbox.sqlite3"
+KEEP_DELIVERED = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    otid TEXT NOT NULL UNIQUE,
+    user_text TEXT NOT NULL,
+    assistant_text TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    maybe_sent INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered REAL
+);
+CREATE INDEX IF NOT EXISTS turns_pending ON turns (delivered, id);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxTurn:
+    """One queued (user, assistant) pair."""
+
+    id: int
+    otid: str
+    user_text: str
+    assistant_text: str
+    created: float
+    attempts: int
+    maybe_sent: bool
+
+
+class Outbox:
+    """The SQLite outbox. Thread-safe; every method is a short transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def enqueue(
+        self, user_text: str, assistant_text: str, *, otid: str | None = None,
+        maybe_sent: bool = False,
+    ) -> str:
+        """Queue a turn (idempotent per otid); returns its otid."""
+        otid = otid or f"turn-{uuid.uuid4()}"
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO turns (otid, user_text, assistant_text, created, maybe_sent)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (otid, user_text, assistant_text, time.time(), int(maybe_sent)),
+            )
+        return otid
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM turns WHERE delivered IS NULL"
+            ).fetchone()[0]
+
+    def oldest_pending(self) -> OutboxTurn | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, otid, user_text, assistant_text, created, attempts, maybe_sent"
+                " FROM turns WHERE delivered IS NULL ORDER BY id LIMIT 1"
+            ).fetchone()
+        return OutboxTurn(*row[:6], bool(row[6])) if row else None
+
+    def mark_attempt(self, turn_id: int) -> None:
+        """Record, before sending, that an attempt starts (so a crash leaves `attempts` > 0)."""
+        with self._lock:
+            self._db.execute("UPDATE turns SET attempts = attempts + 1 WHERE id = ?", (turn_id,))
+
+    def mark_failed(self, turn_id: int, error: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE turns SET last_error = ? WHERE id = ?", (error[:300], turn_id))
+
+    def mark_delivered(self, turn_id: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE turns SET delivered = ?, last_error = NULL WHERE id = ?",
+                (time.time(), turn_id),
+            )
+            self._db.execute(
+                "DELETE FROM turns WHERE delivered IS NOT NULL AND id <= ("
+                " SELECT id FROM turns WHERE delivered IS NOT NULL"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (KEEP_DELIVERED,),
+            )
+
+    def all_turns(self) -> list[dict[str, object]]:
+        """Every row (delivered ones too), oldest first: for tests and diagnostics."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT id, otid, user_text, assistant_text, attempts, delivered, last_error"
+                " FROM turns ORDER BY id"
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+class SenderLease:
+    """An advisory lock file: one memory-sync sender per state directory at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+SendFn = Callable[[OutboxTurn, float], Awaitable[None]]
+SeenFn = Callable[[OutboxTurn, float], Awaitable[bool]]
+EmitFn = Callable[..., object]
+
+
+class MemorySync:
+    """The background sender of an Outbox."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        send: SendFn,
+        already_delivered: SeenFn,
+        breaker: CircuitBreaker,
+        emit: EmitFn | None = None,
+        timeout: float = 10.0,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+        idle_poll: float = 0.5,
+        lease_path: Path | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self._send = send
+        self._already_delivered = already_delivered
+        self.breaker = breaker
+        self._emit = emit
+        self.timeout = timeout
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.idle_poll = idle_poll
+        self.lease = SenderLease(lease_path or outbox.path.with_suffix(".lock"))
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+
+    # -- producer side
+
+    async def enqueue(
+        self, user_text: str, assistant_text: str, *, otid: str | None = None,
+        maybe_sent: bool = False,
+    ) -> str:
+        """Queue a turn durably (off the event loop) and wake the sender."""
+        otid = await asyncio.to_thread(
+            self.outbox.enqueue, user_text, assistant_text, otid=otid, maybe_sent=maybe_sent
+        )
+        self._wake.set()
+        return otid
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="memory_sync")
+
+    async def stop(self, flush_timeout: float = 0.0) -> None:
+        """Stop the sender, first trying to deliver what is pending for `flush_timeout` s."""
+        if flush_timeout > 0:
+            await self.flush(flush_timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self.lease.release()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until nothing is pending (True) or `timeout` passes (False)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if await asyncio.to_thread(self.outbox.pending_count) == 0:
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        return await asyncio.to_thread(self.outbox.pending_count) == 0
+
+    # -- the sender
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self.lease.try_acquire():
+                await asyncio.sleep(max(self.idle_poll, 0.5))  # another process sends
+                continue
+            turn = await asyncio.to_thread(self.outbox.oldest_pending)
+            if turn is None:
+                await self._sleep(self.idle_poll)
+                continue
+            if not self.breaker.allow():
+                await self._sleep(min(self.idle_poll, 0.25))
+                continue
+            try:
+                ok = await self._deliver(turn)
+            except asyncio.CancelledError:
+                self.breaker.release()
+                raise
+            if ok:
+                failures = 0
+                continue
+            delay = min(self.max_delay, backoff_delay(failures, self.base_delay))
+            failures += 1
+            await asyncio.sleep(delay)
+
+    async def _deliver(self, turn: OutboxTurn) -> bool:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                seen = False
+                if turn.attempts > 0 or turn.maybe_sent:
+                    seen = await self._already_delivered(turn, self.timeout)
+                if not seen:
+                    await asyncio.to_thread(self.outbox.mark_attempt, turn.id)
+                    await self._send(turn, self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified and recorded
+            err = exc if isinstance(exc, DependencyError) else classify(exc)
+            self.breaker.record_failure()
+            await asyncio.to_thread(self.outbox.mark_failed, turn.id, str(err))
+            self._event(False, started, turn, error=err.kind, deduplicated=False)
+            return False
+        self.breaker.record_success()
+        await asyncio.to_thread(self.outbox.mark_delivered, turn.id)
+        self.delivered += 1
+        self._event(True, started, turn, deduplicated=seen)
+        return True
+
+    def _event(self, ok: bool, started: float, turn: OutboxTurn, **extra: object) -> None:
+        if self._emit is None:
+            return
+        try:
+            pending = self.outbox.pending_count()
+            self._emit(
+                "memory_sync",
+                ok=ok,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                pending=pending,
+                otid=turn.otid,
+                attempt=turn.attempts + 1,
+                **extra,
+            )
+        except Exception:
+            log.debug("memory_sync event failed", exc_info=True)
+
+
+__all__ = ["CIRCUIT_OPEN", "MemorySync", "Outbox", "OutboxTurn", "OUTBOX_NAME", "SenderLease"]

@@ -1,0 +1,151 @@
+"""Model providers from config: STT, TTS, the session LLM, the brain's OpenAI client, VAD.
+
+Every base URL can be overridden; empty values fall back to OPENAI_BASE_URL and then to the
+provider's default endpoint. Plugins are imported inside the functions (import cost, optional
+extras). Nothing here downloads a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from agent.config import ConfigError, Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import openai
+    from livekit.agents import llm, stt, tts, vad
+
+#: A placeholder key for OpenAI-compatible local servers that need none (the SDK insists).
+NO_KEY = "no-key"
+
+_openai_clients: dict[tuple[int, int, str, str], openai.AsyncOpenAI] = {}
+
+
+def llm_base_url(settings: Settings) -> str | None:
+    """Base URL of the fast LLM: LLM_BASE_URL, else OPENAI_BASE_URL, else OpenAI's."""
+    return settings.llm_base_url or settings.openai_base_url or None
+
+
+def _key(settings: Settings) -> str:
+    return settings.openai_api_key or os.environ.get("OPENAI_API_KEY") or NO_KEY
+
+
+def openai_client(settings: Settings, base_url: str | None = None) -> openai.AsyncOpenAI:
+    """The process's AsyncOpenAI client for the brain (pooled per event loop, no SDK retries)."""
+    import openai
+
+    base = base_url or llm_base_url(settings) or ""
+    try:
+        loop_id = id(asyncio.get_running_loop())
+    except RuntimeError:
+        loop_id = 0
+    key = (os.getpid(), loop_id, base, settings.openai_api_key)
+    client = _openai_clients.get(key)
+    if client is None:
+        client = openai.AsyncOpenAI(
+            api_key=_key(settings),
+            base_url=base or None,
+            max_retries=0,
+            timeout=openai.Timeout(
+                settings.request_timeout_seconds, connect=min(5.0, settings.request_timeout_seconds)
+            ),
+        )
+        _openai_clients[key] = client
+    return client
+
+
+async def close_openai_clients() -> None:
+    """Close this process's clients of the running loop."""
+    try:
+        loop_id = id(asyncio.get_running_loop())
+    except RuntimeError:
+        loop_id = 0
+    for key in [k for k in _openai_clients if k[0] == os.getpid() and k[1] == loop_id]:
+        client = _openai_clients.pop(key)
+        try:
+            await client.close()
+        except Exception:
+            pass
+
+
+def reasoning_kwargs(model: str) -> dict[str, Any]:
+    """Request options that keep reasoning models fast enough for voice."""
+    name = model.rsplit("/", 1)[-1]
+    if name == "gpt-5" or name.startswith(("gpt-5-", "o3", "o4")):
+        return {"reasoning_effort": "minimal"}
+    return {}
+
+
+def build_session_llm(settings: Settings) -> llm.LLM:
+    """The LLM handed to AgentSession (the brain's llm_node makes its own calls)."""
+    from livekit.plugins import openai as lk_openai
+
+    return lk_openai.LLM(
+        model=settings.llm_model,
+        api_key=_key(settings),
+        base_url=llm_base_url(settings) or "https://api.openai.com/v1",
+        max_retries=0,
+    )
+
+
+def build_stt(settings: Settings) -> stt.STT:
+    """Deepgram, or any OpenAI-compatible transcription endpoint."""
+    provider = settings.stt_provider.lower()
+    if provider == "deepgram":
+        from livekit.plugins import deepgram
+
+        kwargs: dict[str, Any] = {"api_key": settings.deepgram_api_key or NO_KEY}
+        if settings.stt_model:
+            kwargs["model"] = settings.stt_model
+        if settings.stt_base_url:
+            kwargs["base_url"] = settings.stt_base_url
+        return deepgram.STT(**kwargs)
+    if provider in ("openai", "openai-compatible", "local"):
+        from livekit.plugins import openai as lk_openai
+
+        kwargs = {"api_key": _key(settings)}
+        if settings.stt_model:
+            kwargs["model"] = settings.stt_model
+        base = settings.stt_base_url or settings.openai_base_url
+        if base:
+            kwargs["base_url"] = base
+        return lk_openai.STT(**kwargs)
+    raise ConfigError(f"STT_PROVIDER={settings.stt_provider!r} must be deepgram or openai")
+
+
+def build_tts(settings: Settings) -> tts.TTS:
+    """OpenAI (voice OPENAI_TTS_VOICE), Cartesia (optional extra) or OpenAI-compatible."""
+    provider = settings.tts_provider.lower()
+    if provider in ("openai", "openai-compatible", "local"):
+        from livekit.plugins import openai as lk_openai
+
+        kwargs: dict[str, Any] = {"api_key": _key(settings), "voice": settings.openai_tts_voice}
+        if settings.tts_model:
+            kwargs["model"] = settings.tts_model
+        base = settings.tts_base_url or settings.openai_base_url
+        if base:
+            kwargs["base_url"] = base
+        return lk_openai.TTS(**kwargs)
+    if provider == "cartesia":
+        try:
+            from livekit.plugins import cartesia  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise ConfigError(
+                "TTS_PROVIDER=cartesia needs the optional extra: pip install 'voicectl[cartesia]'"
+            ) from exc
+        kwargs = {"api_key": settings.cartesia_api_key or NO_KEY}
+        if settings.tts_model:
+            kwargs["model"] = settings.tts_model
+        if settings.tts_base_url:
+            kwargs["base_url"] = settings.tts_base_url
+        return cartesia.TTS(**kwargs)
+    raise ConfigError(f"TTS_PROVIDER={settings.tts_provider!r} must be openai or cartesia")
+
+
+def load_vad() -> vad.VAD:
+    """Silero VAD (the ONNX model ships inside the plugin: no download)."""
+    from livekit.plugins import silero
+
+    return silero.VAD.load()

@@ -1,0 +1,84 @@
+"""Human-readable tables for status and config."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import Settings, config_fields, mask
+from voicectl.status import ServiceStatus
+
+_STATE_STYLE = {
+    "running": "green",
+    "starting": "cyan",
+    "unhealthy": "yellow",
+    "crashed": "red",
+    "stopped": "dim",
+}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _megabytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1048576:.0f} MiB"
+
+
+def status_table(rows: list[ServiceStatus], console: Console | None = None) -> None:
+    table = Table(box=None, header_style="bold")
+    for col in ("SERVICE", "STATE", "PID", "PORTS", "UPTIME", "RESTARTS", "MEMORY", "HEALTH"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.name,
+            f"[{_STATE_STYLE.get(r.state, '')}]{r.state}[/]",
+            str(r.pid or "-"),
+            ",".join(map(str, r.ports)) or "-",
+            _duration(r.uptime_s),
+            str(r.restarts),
+            _megabytes(r.memory_bytes),
+            r.health,
+        )
+    (console or Console()).print(table)
+
+
+def config_rows(s: Settings) -> list[dict]:
+    """Each setting: name, value (secrets masked), source, whether secret."""
+    rows = []
+    for f in config_fields():
+        value = getattr(s, f.name)
+        shown = value
+        if f.metadata["secret"]:
+            shown = mask(str(value))
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        rows.append(
+            {
+                "name": f.metadata["env"],
+                "value": shown,
+                "source": s.sources.get(f.name, "default"),
+                "secret": f.metadata["secret"],
+                "help": f.metadata["help"],
+            }
+        )
+    return rows
+
+
+def config_table(rows: list[dict], s: Settings, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "VALUE", "SOURCE"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        style = "" if r["source"] == "default" else "bold"
+        table.add_row(r["name"], str(r["value"]), r["source"], style=style)
+    console.print(table)
+    console.print(f"env file: {s.env_file}  state: {s.home}", style="dim")

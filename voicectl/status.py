@@ -1,0 +1,100 @@
+"""The state of each service: from its pid record, its processes and its readiness probe."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+from agent.config import Settings
+from voicectl.records import ServiceRecord, read_record
+from voicectl.services import ServiceSpec
+from voicectl.supervisor import live_child, live_keeper
+
+STATES = ("running", "starting", "unhealthy", "crashed", "stopped")
+
+
+@dataclass
+class ServiceStatus:
+    """What `voicectl status` reports for one service."""
+
+    name: str
+    state: str
+    pid: int | None = None
+    ports: list[int] = field(default_factory=list)
+    uptime_s: float | None = None
+    restarts: int = 0
+    health: str = ""
+    memory_bytes: int | None = None
+    url: str = ""
+    external: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _memory(proc: psutil.Process) -> int | None:
+    total = 0
+    try:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        return None
+    return total
+
+
+def service_status(spec: ServiceSpec, record: ServiceRecord | None) -> ServiceStatus:
+    """Combine record, live processes and probe into a state."""
+    st = ServiceStatus(name=spec.name, state="stopped", ports=list(spec.ports), url=spec.url)
+    if spec.external:
+        st.external = True
+        result = spec.probe(None, 0.0)
+        st.state = "running" if result.ok else "unhealthy"
+        st.health = f"external: {result.detail}"
+        return st
+    if record is None:
+        st.health = "not started"
+        return st
+    st.restarts = record.restarts
+    if record.state == "crashed":
+        st.state, st.health = "crashed", record.reason
+        return st
+    child = live_child(record)
+    keeper = live_keeper(record)
+    if child is None:
+        if keeper is not None and record.state in ("backoff", "starting", "running"):
+            st.state, st.health = "starting", record.reason or "starting"
+        elif keeper is not None:
+            st.state, st.health = "stopped", "stopping"
+        else:
+            st.state = "crashed"
+            st.health = f"pid {record.pid} is gone and nothing supervises it (stale record)"
+        return st
+    st.pid = child.pid
+    st.uptime_s = round(time.time() - record.started_at, 1)
+    st.memory_bytes = _memory(child)
+    result = spec.probe(child.pid, record.started_at)
+    st.health = result.detail if keeper else f"{result.detail} (supervisor gone)"
+    if result.ok:
+        st.state = "running"
+    elif st.uptime_s < spec.start_timeout:
+        st.state = "starting"
+    else:
+        st.state = "unhealthy"
+    return st
+
+
+def all_status(settings: Settings, services: dict[str, ServiceSpec]) -> list[ServiceStatus]:
+    """Status of every service, probed in parallel."""
+    home = settings.home
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+        futures = [
+            pool.submit(service_status, spec, read_record(home, name))
+            for name, spec in services.items()
+        ]
+        return [f.result() for f in futures]
