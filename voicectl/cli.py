@@ -143,10 +143,200 @@ def config(json_out: JsonOpt = False) -> None:
     config_table(rows, s)
 
 
+@app.command()
+def doctor(json_out: JsonOpt = False) -> None:
+    """Run every check, each with its fix; exit 1 when any fails."""
+    from voicectl.doctor import FAIL, run_checks
+
+    s = settings()
+    checks = run_checks(s, _services(s))
+    if json_out:
+        _out([c.to_json() for c in checks])
+    else:
+        from voicectl.render import doctor_table
+
+        doctor_table(checks)
+    if any(c.status == FAIL for c in checks):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def dispatch(
+    room: Annotated[str, typer.Argument(help="Room to send the agent into.")],
+    agent_name: Annotated[str | None, typer.Option(help="Agent name (default AGENT_NAME).")] = None,
+    metadata: Annotated[str | None, typer.Option(help="Job metadata, a JSON document.")] = None,
+    create_room: Annotated[bool, typer.Option("--create-room", help="Create the room first.")
+                           ] = False,
+    wait: Annotated[float | None, typer.Option(
+        help="Seconds to wait until the worker accepted the job.", min=0)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the room's dispatches.")] = False,
+    delete: Annotated[str | None, typer.Option(help="Delete this dispatch id.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send the agent into a room (explicit dispatch); or --list / --delete dispatches."""
+    import time
+
+    from voicectl import livekit_ops as ops
+
+    s = settings()
+    ops.check_room(room)
+    if list_ and delete:
+        raise UsageError("--list and --delete exclude each other")
+    if list_:
+        rows = ops.list_dispatches(s, room)
+        if json_out:
+            _out(rows)
+        else:
+            for r in rows:
+                sys.stdout.write(f"{r['dispatch_id']}  {r['agent_name']}  jobs={r['jobs']}  "
+                                 f"{r['metadata']}\n")
+            if not rows:
+                sys.stdout.write(f"no dispatches in room {room}\n")
+        return
+    if delete:
+        result = ops.delete_dispatch(s, room, delete)
+        _out(result) if json_out else sys.stdout.write(f"deleted dispatch {delete}\n")
+        return
+    meta = ops.parse_metadata(metadata)
+    since = time.time()
+    result = ops.dispatch(s, room, agent_name or s.agent_name, meta, create_room)
+    if wait is not None:
+        job = ops.wait_for_job(s, room, since, wait)
+        result["accepted"] = bool(job.get("accepted"))
+        result["job_reason"] = job.get("reason", "")
+    if json_out:
+        _out(result)
+    else:
+        existed = "existing room" if result["room_existed"] else (
+            "new room (created)" if result["room_created"] else "room did not exist yet")
+        sys.stdout.write(f"dispatched {result['agent_name']} to {result['room']} "
+                         f"({existed}): {result['dispatch_id']}\n")
+        if wait is not None:
+            verdict = "accepted" if result["accepted"] else f"declined ({result['job_reason']})"
+            sys.stdout.write(f"worker {verdict} the job\n")
+    if wait is not None and not result["accepted"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def token(
+    room: Annotated[str, typer.Argument(help="Room the token joins.")],
+    identity: Annotated[str, typer.Option(help="Participant identity.")],
+    ttl: Annotated[str, typer.Option(help="Validity: 90s, 10m, 6h, 1d.")] = "6h",
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """A join token for a browser or a test client."""
+    from voicectl import livekit_ops as ops
+
+    s = settings()
+    result = ops.join_token(s, ops.check_room(room), ops.check_identity(identity),
+                            ops.parse_ttl(ttl), name)
+    if json_out:
+        _out(result)
+    else:
+        sys.stdout.write(result["token"] + "\n")
+
+
+@app.command()
+def hybrid(
+    mode: Annotated[str, typer.Argument(help="on, off or status.")] = "status",
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn hybrid streaming on or off in .env (restarts a running agent), or show it."""
+    from voicectl.hybrid import switch_hybrid
+
+    if mode not in ("on", "off", "status"):
+        raise UsageError(f"hybrid takes on, off or status, not {mode!r}")
+    report = switch_hybrid(settings(), mode, _services)
+    if json_out:
+        _out(report)
+    else:
+        for line in report["lines"]:
+            sys.stdout.write(line + "\n")
+
+
+install_app = typer.Typer(help="Install components ahead of time.", no_args_is_help=True)
+letta_app = typer.Typer(help="Letta agents: list them, create voice-ready ones.",
+                        no_args_is_help=True)
+app.add_typer(install_app, name="install")
+app.add_typer(letta_app, name="letta")
+
+
+@install_app.command("letta")
+def install_letta() -> None:
+    """Install the managed Letta server (own venv) and initialise its Postgres."""
+    from rich.console import Console
+
+    from voicectl import managed_letta
+
+    s = settings()
+    if not s.letta_managed:
+        raise UsageError(f"Letta is external ({s.letta_server_url}): nothing to install")
+    console = Console(stderr=True, highlight=False)
+    managed_letta.install(s, lambda msg: console.print(f"… {msg}"))
+    console.print(f"✓ letta installed in {managed_letta.venv_path(s)}", style="green")
+
+
+@letta_app.command("agents")
+def letta_agents(json_out: JsonOpt = False) -> None:
+    """List the Letta server's agents."""
+    from voicectl import letta_agents as la
+
+    s = settings()
+    agents = _letta_call(lambda: la.list_agents(s.letta_server_url, s.letta_api_key or None))
+    if json_out:
+        _out(agents)
+        return
+    from voicectl.render import agents_table
+
+    agents_table(agents, s.letta_agent_id, s.letta_agent_name)
+
+
+@letta_app.command("create")
+def letta_create(
+    name: Annotated[str, typer.Argument(help="Name of the new Letta agent.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a voice-ready Letta agent: persona and human memory, sleep-time compute."""
+    from voicectl import letta_agents as la
+
+    s = settings()
+    if not name.strip():
+        raise UsageError("the agent name must not be empty")
+    agent = _letta_call(lambda: la.create_voice_agent(
+        s.letta_server_url, s.letta_api_key or None, name,
+        model=s.letta_llm_model,
+        embedding_model=s.letta_embedding_model,
+        embedding_dim=s.letta_embedding_dim,
+        openai_base_url=s.openai_base_url or None,
+    ))
+    if json_out:
+        _out(agent)
+        return
+    sys.stdout.write(f"created Letta agent {agent['name']} ({agent['id']})\n"
+                     f"use it: LETTA_AGENT_ID={agent['id']} in .env\n")
+
+
+def _letta_call(fn):
+    """Run a Letta client call; connection and API errors become one line."""
+    try:
+        return fn()
+    except VoicectlError:
+        raise
+    except Exception as exc:  # letta_client and httpx raise many kinds
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VoicectlError(f"letta: {type(exc).__name__}: {detail[:200]}") from None
+
+
 def main() -> None:
     """Console entry point: every failure is one line and an exit code, never a traceback."""
+    import warnings
+
+    # the --dev keys are short: PyJWT's warning about it is noise on every command
+    warnings.filterwarnings("ignore", message="The HMAC key is")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except VoicectlError as exc:
         _fail(str(exc), exc.code)
     except ConfigError as exc:
@@ -160,6 +350,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:

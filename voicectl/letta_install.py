@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -175,18 +176,39 @@ def ensure_schema(
     pg_uri: str,
     progress: Progress | None = None,
     *,
+    home: Path | str | None = None,
     timeout: float = 300.0,
 ) -> None:
-    """Create Letta's tables in the database at `pg_uri` (idempotent; ~6 s, mostly imports)."""
+    """Create Letta's tables in the database at `pg_uri` (idempotent; 3-6 s, mostly imports).
+
+    `home` becomes HOME/LETTA_DIR of the script (importing letta writes ~/.letta/logs);
+    default: a temporary directory.
+    """
     progress = progress or _noop
     py = venv_python(venv)
     if not py.exists():
         raise LettaSetupError(f"Letta venv missing: {venv} (install it first)")
     progress("creating the Letta schema")
-    env = {**os.environ, "LETTA_PG_URI": pg_uri, "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)
+    with tempfile.TemporaryDirectory(prefix="voicectl-letta-home-") as tmp:
+        home_dir = Path(home) if home is not None else Path(tmp)
+        home_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "LETTA_PG_URI": pg_uri, "PYTHONNOUSERSITE": "1",
+               "HOME": str(home_dir), "LETTA_DIR": str(home_dir / ".letta")}
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        res = _run_schema(py, pg_uri, env, timeout)
+    if res.returncode != 0:
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-30:])
+        raise LettaSetupError(f"creating the Letta schema failed (exit {res.returncode}):\n{tail}")
+    for line in res.stdout.strip().splitlines()[-1:]:
+        progress(line)
+
+
+def _run_schema(
+    py: Path, pg_uri: str, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
     try:
-        res = subprocess.run(
+        return subprocess.run(
             [str(py), str(schema_script()), "--uri", pg_uri],
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -196,8 +218,3 @@ def ensure_schema(
         )
     except subprocess.TimeoutExpired as exc:
         raise LettaSetupError(f"creating the Letta schema timed out after {timeout:.0f} s") from exc
-    if res.returncode != 0:
-        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-30:])
-        raise LettaSetupError(f"creating the Letta schema failed (exit {res.returncode}):\n{tail}")
-    for line in res.stdout.strip().splitlines()[-3:]:
-        progress(line)

@@ -82,3 +82,33 @@ def config_table(rows: list[dict], s: Settings, console: Console | None = None) 
         table.add_row(r["name"], str(r["value"]), r["source"], style=style)
     console.print(table)
     console.print(f"env file: {s.env_file}  state: {s.home}", style="dim")
+
+
+def agents_table(agents: list[dict], agent_id: str, agent_name: str,
+                 console: Console | None = None) -> None:
+    """Letta agents; the one the voice agent uses is marked."""
+    table = Table(box=None, header_style="bold")
+    for col in ("", "NAME", "ID", "MODEL", "CREATED"):
+        table.add_column(col, overflow="fold")
+    for a in agents:
+        used = a.get("id") == agent_id or (not agent_id and a.get("name") == agent_name)
+        table.add_row("*" if used else "", a.get("name", ""), a.get("id", ""),
+                      str(a.get("model", "")), str(a.get("created_at", ""))[:19])
+    (console or Console()).print(table)
+
+
+_MARK = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")}
+
+
+def doctor_table(checks: list, console: Console | None = None) -> None:
+    """One row per check with its fix."""
+    table = Table(box=None, header_style="bold")
+    for col in ("", "CHECK", "DETAIL", "FIX"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        mark, style = _MARK[c.status]
+        table.add_row(f"[{style}]{mark}[/]", c.name, c.detail, c.fix)
+    console = console or Console()
+    console.print(table)
+    counts = {k: sum(c.status == k for c in checks) for k in _MARK}
+    console.print(f"{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed")
