@@ -171,15 +171,15 @@ def check_livekit_api(s: Settings, livekit_up: bool) -> Check:
         return Check("livekit credentials", WARN, "LiveKit not reachable: not checked",
                      "voicectl up livekit")
     from voicectl.errors import VoicectlError
-    from voicectl.livekit_ops import list_dispatches
+    from voicectl.livekit_ops import list_rooms
 
     try:
-        list_dispatches(s, "voicectl-doctor")
+        rooms = list_rooms(s)
     except VoicectlError as exc:
         return Check("livekit credentials", FAIL, str(exc),
                      "set LIVEKIT_API_KEY / LIVEKIT_API_SECRET to the server's keys")
-    return Check("livekit credentials", OK,
-                 f"API key {mask(s.livekit_api_key)} accepted by {s.livekit_http_url}")
+    return Check("livekit credentials", OK, f"API key {mask(s.livekit_api_key)} accepted by "
+                 f"{s.livekit_http_url} ({len(rooms)} rooms)")
 
 
 def check_letta_agent(s: Settings, letta_up: bool) -> Check:

@@ -71,6 +71,11 @@ def _run(settings: Settings, call: Callable[[object], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except api.TwirpError as exc:
+        if exc.status == 401:
+            raise VoicectlError(
+                "LiveKit rejected the credentials (HTTP 401): check LIVEKIT_API_KEY and "
+                "LIVEKIT_API_SECRET"
+            ) from None
         raise VoicectlError(f"LiveKit refused: {exc.code}: {exc.message}") from None
     except (TimeoutError, OSError) as exc:
         raise VoicectlError(f"cannot reach LiveKit at {settings.livekit_http_url}: {exc}") from None
@@ -103,6 +108,16 @@ def dispatch(settings: Settings, room: str, agent_name: str, metadata: str,
             "room_existed": existed,
             "room_created": create_room and not existed,
         }
+
+    return _run(settings, call)
+
+
+def list_rooms(settings: Settings) -> list[str]:
+    """Names of the server's rooms (also a cheap check that the credentials work)."""
+    from livekit import api
+
+    async def call(lkapi: api.LiveKitAPI) -> list[str]:
+        return [r.name for r in (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms]
 
     return _run(settings, call)
 
