@@ -13,6 +13,10 @@ $(BIN)/.installed: pyproject.toml
 
 $(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/pip install -q -e ".[test]"
+	@# zsh and fish let the tests parse those completion scripts (skipped without them)
+	-command -v zsh >/dev/null && command -v fish >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && (apt-get install -y -qq zsh fish >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq zsh fish >/dev/null)); }
 	touch $@
 
 install: $(BIN)/.installed
@@ -30,6 +34,9 @@ lint: install-test
 
 test: install-test lint
 	$(BIN)/pytest
+
+completions: install
+	$(BIN)/python scripts/gen_completions.py
 
 bench: install-test
 	$(BIN)/python -m tests.benchmarks
