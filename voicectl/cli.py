@@ -308,6 +308,7 @@ def letta_create(
         s.letta_server_url, s.letta_api_key or None, name,
         model=s.letta_llm_model,
         embedding_model=s.letta_embedding_model,
+        embedding_endpoint=None,
         embedding_dim=s.letta_embedding_dim,
         openai_base_url=s.openai_base_url or None,
     ))

@@ -1,7 +1,8 @@
 """Embedded PostgreSQL 16 + pgvector for the managed Letta server, from the `pgserver` wheel.
 
 Layout under `pg_dir` (normally `<VOICECTL_HOME>/letta/pg`): `data/` (the cluster) and `sock/`
-(the unix socket directory). The server listens on 127.0.0.1:`port` and on the socket.
+(the unix socket directory, private). The server listens on 127.0.0.1:`port` and on the socket;
+logins are accepted on the socket only (see PG_HBA).
 PostgreSQL refuses to run as root, so as root the cluster belongs to an unprivileged system
 user (`voicectl-pg`, created on demand) and the supervisor runs the server as that user.
 
@@ -34,6 +35,15 @@ SUPERUSER = "postgres"
 DB_NAME = "letta"
 DB_ROLE = "letta"
 STOP_SIGNAL = signal.SIGINT
+# Logins only over the unix socket, whose directory is private to the server's user (and root);
+# the TCP port listens on 127.0.0.1 (probes, a port of our own) but refuses every login, so
+# other local users cannot reach the trust-authenticated cluster.
+PG_HBA = """\
+# written by voicectl: logins over the private unix socket only
+local   all   all                 trust
+host    all   all   127.0.0.1/32  reject
+host    all   all   ::1/128       reject
+"""
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 
 
@@ -142,9 +152,10 @@ def _prepare_dirs(pg_dir: Path, progress: Progress) -> tuple[int, int] | None:
     data, sock = data_dir(pg_dir), socket_dir(pg_dir)
     pg_dir.mkdir(parents=True, exist_ok=True)
     data.mkdir(mode=0o700, exist_ok=True)
-    sock.mkdir(mode=0o755, exist_ok=True)
+    sock.mkdir(mode=0o700, exist_ok=True)
     if user is None:
         data.chmod(0o700)
+        sock.chmod(0o700)
         return None
     pw = pwd.getpwnam(user)
     uid, gid = pw.pw_uid, pw.pw_gid
@@ -152,6 +163,7 @@ def _prepare_dirs(pg_dir: Path, progress: Progress) -> tuple[int, int] | None:
         if path.stat().st_uid != uid:
             _chown_tree(path, uid, gid)
     data.chmod(0o700)
+    sock.chmod(0o700)  # only the server's user (and root) may connect: see PG_HBA
     _check_traversable(data, uid, gid)
     _check_traversable(sock, uid, gid)
     _check_traversable(bin_dir() / "postgres", uid, gid)
@@ -171,6 +183,7 @@ def ensure_initialized(
     ids = _prepare_dirs(pg_dir, progress)
     data = data_dir(pg_dir)
     if (data / "PG_VERSION").exists():
+        _write_hba(data, ids)
         return False
     if any(data.iterdir()):
         raise PostgresSetupError(f"{data} is not empty but holds no cluster: move it away")
@@ -184,7 +197,22 @@ def ensure_initialized(
     if res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-20:])
         raise PostgresSetupError(f"initdb failed (exit {res.returncode}):\n{tail}")
+    _write_hba(data, ids)
     return True
+
+
+def _write_hba(data: Path, ids: tuple[int, int] | None) -> None:
+    """Install PG_HBA (read at server start) unless it is already there."""
+    hba = data / "pg_hba.conf"
+    try:
+        if hba.read_text() == PG_HBA:
+            return
+    except OSError:
+        pass
+    hba.write_text(PG_HBA)
+    hba.chmod(0o600)
+    if ids:
+        os.chown(hba, *ids)
 
 
 def server_argv(pg_dir: Path | str, port: int = DEFAULT_PORT) -> list[str]:

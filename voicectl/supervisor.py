@@ -64,6 +64,31 @@ def collect_tree(root_pid: int) -> list[psutil.Process]:
     return list(procs.values())
 
 
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (an exited orphan waits for init, which may be slow to reap)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes have exited (zombies count as exited); return the living."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        for proc in procs:
+            try:
+                proc.wait(0)  # reaps our own children
+            except (psutil.TimeoutExpired, psutil.Error, ChildProcessError):
+                pass
+        alive = [p for p in procs if _alive(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def terminate_tree(root_pid: int, grace: float, sig: int = signal.SIGTERM) -> int:
     """Signal the group and every descendant, wait `grace`, SIGKILL what is left.
 
@@ -71,14 +96,14 @@ def terminate_tree(root_pid: int, grace: float, sig: int = signal.SIGTERM) -> in
     """
     procs = collect_tree(root_pid)
     _signal_all(root_pid, procs, sig)
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = {p.pid: p for p in wait_gone(procs, grace)}
     # descendants may have been forked meanwhile: look again
-    alive = {p.pid: p for p in alive}
     for proc in collect_tree(root_pid):
-        alive.setdefault(proc.pid, proc)
+        if _alive(proc):
+            alive.setdefault(proc.pid, proc)
     if alive:
         _signal_all(root_pid, list(alive.values()), signal.SIGKILL)
-        psutil.wait_procs(list(alive.values()), timeout=5)
+        wait_gone(list(alive.values()), 5)
     return len(alive)
 
 
@@ -136,11 +161,9 @@ def stop_service(home: Path, name: str, grace: float, sig: int = signal.SIGTERM
     started = time.monotonic()
     if keeper is not None:
         keeper.send_signal(signal.SIGTERM)
-        try:
-            keeper.wait(timeout=grace + 10)
-        except psutil.TimeoutExpired:
+        if wait_gone([keeper], grace + 10):
             terminate_tree(keeper.pid, 0)
-    if child is not None and child.is_running():
+    if child is not None and _alive(child):
         terminate_tree(child.pid, grace, sig)
     remove_record(home, name)
     if keeper is None and child is None:
