@@ -11,12 +11,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(BIN)/.installed-test: $(BIN)/.installed
+$(BIN)/.installed-test: $(BIN)/.installed tests/web/package-lock.json
 	$(BIN)/pip install -q -e ".[test]"
-	@# zsh and fish let the tests parse those completion scripts (skipped without them)
-	-command -v zsh >/dev/null && command -v fish >/dev/null || \
-		{ [ "$$(id -u)" = 0 ] && (apt-get install -y -qq zsh fish >/dev/null 2>&1 || \
-		(apt-get update -qq && apt-get install -y -qq zsh fish >/dev/null)); }
+	scripts/install_test_deps.sh
 	touch $@
 
 install: $(BIN)/.installed

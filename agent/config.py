@@ -66,6 +66,9 @@ class Settings:
     llm_base_url: str = _f("LLM_BASE_URL", "", "base URL of the fast LLM (default OPENAI_BASE_URL)")
     preresponse_model: str = _f("PRERESPONSE_MODEL", "gpt-4o-mini", "model of the filler reply")
     fast_preresponse: bool = _f("FAST_PRERESPONSE", False, "speak a short filler first")
+    preresponse_timeout_seconds: float = _f(
+        "PRERESPONSE_TIMEOUT_SECONDS", 2.0, "longest wait for the filler reply"
+    )
     deepgram_api_key: str = _f("DEEPGRAM_API_KEY", "", "Deepgram API key", secret=True)
     stt_provider: str = _f("STT_PROVIDER", "deepgram", "deepgram | openai")
     stt_model: str = _f("STT_MODEL", "", "STT model (provider default when empty)")
@@ -115,6 +118,9 @@ class Settings:
     memory_sync_max_delay_seconds: float = _f(
         "MEMORY_SYNC_MAX_DELAY_SECONDS", 30.0, "longest retry delay of the memory outbox"
     )
+    memory_sync_timeout_seconds: float = _f(
+        "MEMORY_SYNC_TIMEOUT_SECONDS", 60.0, "timeout of one turn delivery to Letta (it thinks)"
+    )
     hybrid_history_messages: int = _f(
         "HYBRID_HISTORY_MESSAGES", 20, "recent conversation messages in the hybrid prompt"
     )
@@ -124,6 +130,7 @@ class Settings:
     # Observability and control plane
     metrics_port: int = _f("METRICS_PORT", 9100, "agent Prometheus port")
     web_port: int = _f("WEB_PORT", 9000, "web console port")
+    web_host: str = _f("WEB_HOST", "127.0.0.1", "web console bind address")
     voicectl_home: str = _f("VOICECTL_HOME", "", "state directory (default .voicectl/)")
     voicectl_livekit_cmd: str = _f("VOICECTL_LIVEKIT_CMD", "", "replaces the LiveKit command")
     voicectl_postgres_cmd: str = _f("VOICECTL_POSTGRES_CMD", "", "replaces the Postgres command")

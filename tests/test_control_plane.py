@@ -35,6 +35,7 @@ def project(tmp_path):
         LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
         LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
         AGENT_HTTP_PORT=str(agent),
+        WEB_PORT=str(free_port()),
         VOICECTL_LIVEKIT_CMD=standin_cmd(
             lk, "--crash-file", str(proj.crash_file),
             "--crash-always-file", str(proj.crash_always), "--children", "2",
@@ -200,6 +201,7 @@ def test_agent_service_is_a_real_worker_registered_with_fake_livekit(project):
         LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
         LETTA_SERVER_URL=f"http://127.0.0.1:{project.ports['letta']}",
         AGENT_HTTP_PORT=str(agent),
+        WEB_PORT=str(free_port()),
         VOICECTL_LIVEKIT_CMD=fake,
         VOICECTL_LETTA_CMD=standin_cmd(project.ports["letta"]),
     )
@@ -209,6 +211,7 @@ def test_agent_service_is_a_real_worker_registered_with_fake_livekit(project):
     st = project.status()["agent"]
     assert st["state"] == "running", st
     assert "registered as AW_" in st["health"]
+    assert project.status()["web"]["state"] == "running"  # the browser console
     from voicectl.probes import http_get
 
     status, body = http_get(f"http://127.0.0.1:{lk}/_fake/state")

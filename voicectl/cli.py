@@ -25,7 +25,7 @@ _state: dict[str, Path | None] = {"env_file": None}
 
 ServicesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="Services (livekit, postgres, letta, agent); all when none given."),
+    typer.Argument(help="Services (livekit, postgres, letta, agent, web); all when none given."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
@@ -91,6 +91,8 @@ def _print_urls(s: Settings, specs: dict, printer) -> None:
     printer.note(f"LiveKit   {s.livekit_url}")
     printer.note(f"Letta     {s.letta_server_url}" + ("" if s.letta_managed else " (external)"))
     printer.note(f"Agent     {s.agent_name}  (health http://127.0.0.1:{s.agent_http_port}/)")
+    if "web" in specs:
+        printer.note(f"Console   http://{s.web_host}:{s.web_port}/")
     printer.note(f"Logs      voicectl logs -f    State  {s.home}")
 
 

@@ -55,21 +55,27 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * unit)
 
 
-def _run(settings: Settings, call: Callable[[object], Awaitable[T]]) -> T:
-    """Run one call with a LiveKitAPI client; Twirp and connection errors become one line."""
+async def run_async(settings: Settings, call: Callable[[object], Awaitable[T]],
+                    lkapi: object | None = None) -> T:
+    """Run one call with a LiveKitAPI client (`lkapi`, else one made and closed here).
+
+    Twirp and connection errors become a one-line VoicectlError, as for the CLI.
+    """
     from livekit import api
 
     async def main() -> T:
-        lkapi = api.LiveKitAPI(
+        if lkapi is not None:
+            return await call(lkapi)
+        client = api.LiveKitAPI(
             settings.livekit_http_url, settings.livekit_api_key, settings.livekit_api_secret
         )
         try:
-            return await call(lkapi)
+            return await call(client)
         finally:
-            await lkapi.aclose()
+            await client.aclose()
 
     try:
-        return asyncio.run(main())
+        return await main()
     except api.TwirpError as exc:
         if exc.status == 401:
             raise VoicectlError(
@@ -87,9 +93,13 @@ def _run(settings: Settings, call: Callable[[object], Awaitable[T]]) -> T:
         raise
 
 
-def dispatch(settings: Settings, room: str, agent_name: str, metadata: str,
-             create_room: bool) -> dict:
-    """Create an explicit dispatch; reports whether the room existed before."""
+def _run(settings: Settings, call: Callable[[object], Awaitable[T]]) -> T:
+    """Run one call with a LiveKitAPI client; Twirp and connection errors become one line."""
+    return asyncio.run(run_async(settings, call))
+
+
+def _dispatch_call(room: str, agent_name: str, metadata: str,
+                   create_room: bool) -> Callable[[object], Awaitable[dict]]:
     from livekit import api
 
     async def call(lkapi: api.LiveKitAPI) -> dict:
@@ -109,17 +119,36 @@ def dispatch(settings: Settings, room: str, agent_name: str, metadata: str,
             "room_created": create_room and not existed,
         }
 
-    return _run(settings, call)
+    return call
+
+
+def dispatch(settings: Settings, room: str, agent_name: str, metadata: str,
+             create_room: bool) -> dict:
+    """Create an explicit dispatch; reports whether the room existed before."""
+    return _run(settings, _dispatch_call(room, agent_name, metadata, create_room))
+
+
+async def dispatch_async(settings: Settings, room: str, agent_name: str, metadata: str,
+                         create_room: bool, lkapi: object | None = None) -> dict:
+    """`dispatch` for a running event loop, optionally with a long-lived LiveKitAPI client."""
+    return await run_async(settings, _dispatch_call(room, agent_name, metadata, create_room),
+                           lkapi)
+
+
+async def _list_rooms_call(lkapi: object) -> list[str]:
+    from livekit import api
+
+    return [r.name for r in (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms]
 
 
 def list_rooms(settings: Settings) -> list[str]:
     """Names of the server's rooms (also a cheap check that the credentials work)."""
-    from livekit import api
+    return _run(settings, _list_rooms_call)
 
-    async def call(lkapi: api.LiveKitAPI) -> list[str]:
-        return [r.name for r in (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms]
 
-    return _run(settings, call)
+async def list_rooms_async(settings: Settings, lkapi: object | None = None) -> list[str]:
+    """`list_rooms` for a running event loop."""
+    return await run_async(settings, _list_rooms_call, lkapi)
 
 
 def list_dispatches(settings: Settings, room: str) -> list[dict]:

@@ -125,9 +125,23 @@ def _agent(settings: Settings) -> ServiceSpec:
     )
 
 
+def _web(settings: Settings) -> ServiceSpec:
+    from voicectl.web.probe import probe_web
+
+    port = settings.web_port
+    return ServiceSpec(
+        name="web",
+        argv=command_override(settings, "web") or [sys.executable, "-m", "voicectl.web"],
+        url=f"http://127.0.0.1:{port}/",
+        ports=[port],
+        probe=lambda _pid, _since: probe_web(port, settings.web_host),
+        start_timeout=20.0,
+    )
+
+
 def build_services(settings: Settings) -> dict[str, ServiceSpec]:
     """All services of this configuration, in start order."""
-    specs = [_livekit(settings), _letta(settings), _agent(settings)]
+    specs = [_livekit(settings), _letta(settings), _agent(settings), _web(settings)]
     if settings.letta_managed and command_override(settings, "letta") is None:
         from voicectl import managed_letta
 
