@@ -7,6 +7,7 @@ complete -c voicectl -n '__fish_use_subcommand' -a down -d 'Stop services - SIGT
 complete -c voicectl -n '__fish_use_subcommand' -a hybrid -d 'Turn hybrid streaming on or off in .env (restarts a running agent), or show it.'
 complete -c voicectl -n '__fish_use_subcommand' -a install -d 'Install components ahead of time.'
 complete -c voicectl -n '__fish_use_subcommand' -a letta -d 'Letta agents - list them, create voice-ready ones.'
+complete -c voicectl -n '__fish_use_subcommand' -a logs -d 'Service logs (tail, follow, filter); --ttft and --circuit read the agents event log.'
 complete -c voicectl -n '__fish_use_subcommand' -a restart -d 'Stop then start services.'
 complete -c voicectl -n '__fish_use_subcommand' -a status -d 'State, pid, ports, uptime, restarts, health and memory of each service.'
 complete -c voicectl -n '__fish_use_subcommand' -a token -d 'A join token for a browser or a test client.'
@@ -44,6 +45,22 @@ complete -c voicectl -n '__fish_seen_subcommand_from letta && __fish_seen_subcom
 complete -c voicectl -n '__fish_seen_subcommand_from letta && __fish_seen_subcommand_from agents' -l json
 complete -c voicectl -n '__fish_seen_subcommand_from letta && __fish_seen_subcommand_from create' -l help
 complete -c voicectl -n '__fish_seen_subcommand_from letta && __fish_seen_subcommand_from create' -l json
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -a livekit
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -a postgres
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -a letta
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -a agent
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -a web
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l circuit
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l follow
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l grep
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l json
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l lines
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l since
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l ttft
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -l until
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -s f
+complete -c voicectl -n '__fish_seen_subcommand_from logs' -s n
 complete -c voicectl -n '__fish_seen_subcommand_from restart' -a livekit
 complete -c voicectl -n '__fish_seen_subcommand_from restart' -a postgres
 complete -c voicectl -n '__fish_seen_subcommand_from restart' -a letta

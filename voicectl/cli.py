@@ -146,6 +146,39 @@ def config(json_out: JsonOpt = False) -> None:
 
 
 @app.command()
+def logs(
+    services: Annotated[list[str] | None, typer.Argument(
+        help="Services to show (default: all with a log).", show_default=False)] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+                      ] = False,
+    lines: Annotated[str | None, typer.Option(
+        "--lines", "-n", metavar="N|all", show_default=False,
+        help="Lines per service (50), turns for --ttft (20); a number or 'all'.")] = None,
+    since: Annotated[str | None, typer.Option(
+        metavar="WHEN", show_default=False,
+        help="From: 30s, 10m, 2h, 1d, 1h30m, an ISO time or HH:MM today.")] = None,
+    until: Annotated[str | None, typer.Option(
+        metavar="WHEN", show_default=False, help="Until: as --since.")] = None,
+    grep: Annotated[str | None, typer.Option(
+        metavar="REGEX", show_default=False, help="Only lines matching this regex.")] = None,
+    ttft: Annotated[bool, typer.Option(
+        "--ttft", help="Time to first token per turn, with p50/p95/p99/max per mode.")] = False,
+    circuit: Annotated[bool, typer.Option(
+        "--circuit", help="Circuit breaker transitions and how long each stayed open.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON document (with -f: one object per line).")] = False,
+) -> None:
+    """Service logs (tail, follow, filter); --ttft and --circuit read the agent's event log."""
+    from voicectl.logs import run_logs
+
+    code = run_logs(settings(), services or [], follow=follow, lines=lines, since=since,
+                    until=until, grep=grep, ttft=ttft, circuit=circuit, json_out=json_out)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def doctor(json_out: JsonOpt = False) -> None:
     """Run every check, each with its fix; exit 1 when any fails."""
     from voicectl.doctor import FAIL, run_checks
