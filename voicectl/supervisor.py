@@ -108,14 +108,17 @@ def terminate_tree(root_pid: int, grace: float, sig: int = signal.SIGTERM) -> in
 
 
 def _signal_all(pgid: int, procs: list[psutil.Process], sig: int) -> None:
+    """Signal the group once, and each process outside it (a second SIGTERM can mean
+    "exit now" to a graceful server such as the livekit-agents worker)."""
     try:
         os.killpg(pgid, sig)
     except OSError:
         pass
     for proc in procs:
         try:
-            proc.send_signal(sig)
-        except psutil.Error:
+            if os.getpgid(proc.pid) != pgid:
+                proc.send_signal(sig)
+        except (OSError, psutil.Error):
             pass
 
 
