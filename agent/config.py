@@ -78,6 +78,33 @@ class Settings:
     tts_base_url: str = _f("TTS_BASE_URL", "", "base URL of an OpenAI-compatible TTS")
     openai_tts_voice: str = _f("OPENAI_TTS_VOICE", "nova", "voice of the OpenAI TTS")
     cartesia_api_key: str = _f("CARTESIA_API_KEY", "", "Cartesia API key", secret=True)
+    # Local mode: every model on this machine, no cloud keys (agent/local/)
+    local_mode: bool = _f(
+        "LOCAL_MODE", False, "local whisper STT, piper TTS, LLM and embeddings services"
+    )
+    local_stt_model: str = _f(
+        "LOCAL_STT_MODEL", "", "faster-whisper model directory (default: bundled tiny.en)"
+    )
+    local_stt_window_seconds: float = _f(
+        "LOCAL_STT_WINDOW_SECONDS", 10.0, "whisper window for short utterances (30: standard)"
+    )
+    local_tts_voice: str = _f(
+        "LOCAL_TTS_VOICE", "", "piper voice .onnx file (default: bundled en_US-joe-medium)"
+    )
+    local_llm_gguf: str = _f(
+        "LOCAL_LLM_GGUF", "", "GGUF file the llm service serves (default: bundled gemma-3-270m)"
+    )
+    local_llm_port: int = _f("LOCAL_LLM_PORT", 8090, "port of the managed local LLM server")
+    local_llm_ctx: int = _f("LOCAL_LLM_CTX", 2048, "context length of the local LLM")
+    local_llm_max_tokens: int = _f("LOCAL_LLM_MAX_TOKENS", 96, "longest local reply, in tokens")
+    local_llm_chat_template: str = _f(
+        "LOCAL_LLM_CHAT_TEMPLATE", "auto", "auto | transcript | model | a llama.cpp template name"
+    )
+    local_embeddings_port: int = _f(
+        "LOCAL_EMBEDDINGS_PORT", 8091, "port of the local embeddings server (Letta)"
+    )
+    local_threads: int = _f("LOCAL_THREADS", 0, "CPU threads per local model (0: all cores)")
+    ollama_url: str = _f("OLLAMA_URL", "", "Ollama server for the LLM instead of the llm service")
     # Agent
     agent_name: str = _f("AGENT_NAME", "letta-voice-agent", "agent name for explicit dispatch")
     agent_http_port: int = _f("AGENT_HTTP_PORT", 8081, "worker health server port")
@@ -129,6 +156,19 @@ class Settings:
     )
     # Observability and control plane
     metrics_port: int = _f("METRICS_PORT", 9100, "agent Prometheus port")
+    # Prices for the cost counters (USD; list prices of the default models: set your own)
+    price_llm_input_per_mtok: float = _f(
+        "PRICE_LLM_INPUT_PER_MTOK", 0.25, "LLM price per million input tokens (USD)"
+    )
+    price_llm_output_per_mtok: float = _f(
+        "PRICE_LLM_OUTPUT_PER_MTOK", 2.0, "LLM price per million output tokens (USD)"
+    )
+    price_stt_per_minute: float = _f(
+        "PRICE_STT_PER_MINUTE", 0.0077, "STT price per minute of audio (USD)"
+    )
+    price_tts_per_mchar: float = _f(
+        "PRICE_TTS_PER_MCHAR", 15.0, "TTS price per million characters (USD)"
+    )
     web_port: int = _f("WEB_PORT", 9000, "web console port")
     web_host: str = _f("WEB_HOST", "127.0.0.1", "web console bind address")
     voicectl_home: str = _f("VOICECTL_HOME", "", "state directory (default .voicectl/)")
@@ -137,6 +177,10 @@ class Settings:
     voicectl_letta_cmd: str = _f("VOICECTL_LETTA_CMD", "", "replaces the Letta server command")
     voicectl_agent_cmd: str = _f("VOICECTL_AGENT_CMD", "", "replaces the agent worker command")
     voicectl_web_cmd: str = _f("VOICECTL_WEB_CMD", "", "replaces the web console command")
+    voicectl_llm_cmd: str = _f("VOICECTL_LLM_CMD", "", "replaces the local LLM server command")
+    voicectl_embeddings_cmd: str = _f(
+        "VOICECTL_EMBEDDINGS_CMD", "", "replaces the local embeddings server command"
+    )
     restart_backoff_seconds: float = _f(
         "VOICECTL_RESTART_BACKOFF_SECONDS", 1.0, "first delay before restarting a crashed service"
     )
@@ -272,6 +316,10 @@ def load_settings(
     settings = Settings(
         **values, sources=sources, env_file=env_path, project_dir=env_path.parent
     )
+    if settings.local_mode:
+        from agent.local import apply_local_mode
+
+        settings = apply_local_mode(settings)
     _validate(settings)
     return settings
 
@@ -287,10 +335,14 @@ def _validate(s: Settings) -> None:
         parts = urlsplit(url)
         if parts.scheme not in schemes or not parts.hostname:
             raise ConfigError(f"{env_name(attr)}={url!r} is not a {'/'.join(schemes)} URL")
-    for attr in ("agent_http_port", "letta_pg_port", "metrics_port", "web_port"):
+    for attr in ("agent_http_port", "letta_pg_port", "metrics_port", "web_port",
+                 "local_llm_port", "local_embeddings_port"):
         port = getattr(s, attr)
         if not 0 < port < 65536:
             raise ConfigError(f"{env_name(attr)}={port} is not a TCP port")
+    for f in config_fields():
+        if f.name.startswith("price_") and not getattr(s, f.name) >= 0:
+            raise ConfigError(f"{f.metadata['env']}={getattr(s, f.name)} must not be negative")
 
 
 def mask(value: str) -> str:

@@ -7,6 +7,7 @@ Neither side parses free-text log lines for facts: this module is the contract.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -24,7 +25,33 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "job": ("room", "accepted", "reason"),
     "vad": ("loaded", "reason"),
     "worker": ("state", "worker_id", "agent_name", "pid"),
+    "session": ("state", "reason"),
 }
+
+
+#: Callables shown every record any EventWriter of this process writes (metrics observe the
+#: log this way). They run on the writer's thread and must be quick; their errors are dropped.
+EventListener = Callable[[dict[str, object]], None]
+_listeners: list[EventListener] = []
+
+
+def add_listener(listener: EventListener) -> None:
+    """Show every event written in this process to `listener` (once, however often added)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def remove_listener(listener: EventListener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _notify(record: dict[str, object]) -> None:
+    for listener in tuple(_listeners):
+        try:
+            listener(record)
+        except Exception:  # noqa: BLE001 - an observer must never break the writer
+            logging.getLogger("agent.events").debug("event listener failed", exc_info=True)
 
 
 class EventError(ValueError):
@@ -54,8 +81,11 @@ class EventWriter:
     def emit(self, event: str, **fields: object) -> dict[str, object]:
         record = make_event(event, **fields)
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-        with self._lock:
-            os.write(self._fd, line)
+        try:
+            with self._lock:
+                os.write(self._fd, line)
+        finally:  # listeners see the fact even when the disk refuses it
+            _notify(record)
         return record
 
     def close(self) -> None:
@@ -85,7 +115,7 @@ def parse_lines(
             continue
         try:
             record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             stats.skipped += 1
             continue
         if (

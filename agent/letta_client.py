@@ -8,8 +8,13 @@ and circuit breaking belong to `agent.resilience`.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
+import sys
+import time
+import warnings
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,12 +24,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from letta_client import AsyncLetta
 
 DEFAULT_PERSONA = (
-    "I am a friendly voice assistant. I keep my spoken replies short and natural, and I "
-    "remember what the user tells me."
+    "I am a voice assistant: everything I write is spoken aloud by a text-to-speech voice.\n"
+    "I answer in one to three short, natural sentences, the way a person talks.\n"
+    "I never use markdown, lists, emojis or symbols that do not read aloud well.\n"
+    "I remember what matters about the person I talk to and use it naturally."
 )
-DEFAULT_HUMAN = "Nothing is known about the user yet."
+DEFAULT_HUMAN = "name: unknown\nFacts and preferences the user has shared will be recorded here."
 
 _clients: dict[tuple[int, int, str], AsyncLetta] = {}
+
+
+async def preload_letta_client() -> None:
+    """Import letta_client in a worker thread (a ~0.3 s import must not stall the loop)."""
+    if "letta_client" not in sys.modules or not hasattr(sys.modules["letta_client"], "AsyncLetta"):
+        await asyncio.to_thread(importlib.import_module, "letta_client")
 
 
 def get_letta(settings: Settings) -> AsyncLetta:
@@ -40,7 +53,7 @@ def get_letta(settings: Settings) -> AsyncLetta:
     if client is None:
         client = AsyncLetta(
             base_url=settings.letta_server_url.rstrip("/"),
-            api_key=settings.letta_api_key or None,
+            api_key=settings.letta_api_key or "local",
             max_retries=0,
             timeout=settings.request_timeout_seconds,
         )
@@ -62,15 +75,22 @@ async def close_letta_clients() -> None:
             pass
 
 
-def letta_model_handle(settings: Settings) -> str:
-    """The Letta model handle of new agents: `openai-proxy/<model>` behind a custom endpoint."""
+def pick_model_handle(settings: Settings, handles: list[str]) -> str:
+    """The Letta handle of LETTA_LLM_MODEL: `openai-proxy/<model>` behind a custom endpoint,
+    `openai/<model>` for OpenAI itself, else any `<provider>/<model>` the server offers."""
     model = settings.letta_llm_model
     if "/" in model:
         return model
     base = settings.openai_base_url
-    if base and (urlsplit(base).hostname or "") != "api.openai.com":
-        return f"openai-proxy/{model}"
-    return f"openai/{model}"
+    proxy = bool(base) and (urlsplit(base).hostname or "") != "api.openai.com"
+    order = [f"openai-proxy/{model}", f"openai/{model}"]
+    for handle in order if proxy else order[::-1]:
+        if handle in handles:
+            return handle
+    for handle in handles:
+        if handle.endswith(f"/{model}"):
+            return handle
+    return order[0] if proxy else order[1]
 
 
 def embedding_config(settings: Settings) -> dict[str, Any]:
@@ -80,6 +100,8 @@ def embedding_config(settings: Settings) -> dict[str, Any]:
         "embedding_endpoint": settings.openai_base_url or "https://api.openai.com/v1",
         "embedding_model": settings.letta_embedding_model,
         "embedding_dim": settings.letta_embedding_dim,
+        "embedding_chunk_size": 300,
+        "batch_size": 32,
     }
 
 
@@ -98,6 +120,11 @@ class LettaAccess:
     def client(self) -> AsyncLetta:
         return get_letta(self.settings)
 
+    async def aclient(self) -> AsyncLetta:
+        """The client, importing letta_client in a thread first (never on the event loop)."""
+        await preload_letta_client()
+        return get_letta(self.settings)
+
     @property
     def agent_id(self) -> str | None:
         return self._agent_id
@@ -109,36 +136,46 @@ class LettaAccess:
         async with self._resolve_lock:
             if self._agent_id:
                 return self._agent_id
-            client = self.client
+            client = await self.aclient()
             name = self.settings.letta_agent_name
-            page = await client.agents.list(name=name, limit=10, timeout=timeout)
-            found = [a for a in page.items if getattr(a, "name", None) == name]
-            if found:
-                self._agent_id = found[0].id
+            page = await client.agents.list(name=name, limit=50, timeout=timeout)
+            found = [a for a in page.items if getattr(a, "name", None) == name
+                     and "sleeptime" not in str(getattr(a, "agent_type", "") or "")]
+            if found:  # the newest, as `voicectl letta agents` shows it
+                found.sort(key=lambda a: str(getattr(a, "created_at", "") or ""))
+                self._agent_id = found[-1].id
             elif self.create_missing:
-                created = await client.agents.create(
-                    name=name,
-                    model=letta_model_handle(self.settings),
-                    embedding_config=embedding_config(self.settings),  # type: ignore[arg-type]
-                    memory_blocks=[
-                        {"label": "persona", "value": DEFAULT_PERSONA},
-                        {"label": "human", "value": DEFAULT_HUMAN},
-                    ],
-                    timeout=timeout,
-                )
-                self._agent_id = created.id
+                self._agent_id = await self._create_agent(client, name, timeout)
             else:
                 raise LookupError(f"no Letta agent named {name!r}")
             return self._agent_id
 
+    async def _create_agent(self, client: AsyncLetta, name: str, timeout: float | None) -> str:
+        """Create the voice agent as `voicectl letta create` does (first use, none exists)."""
+        models = await client.models.list(timeout=timeout)
+        handles = [m.handle for m in models if getattr(m, "handle", None)]
+        created = await client.agents.create(
+            name=name,
+            model=pick_model_handle(self.settings, handles),
+            embedding_config=embedding_config(self.settings),  # type: ignore[arg-type]
+            memory_blocks=[
+                {"label": "persona", "value": DEFAULT_PERSONA, "limit": 5000},
+                {"label": "human", "value": DEFAULT_HUMAN, "limit": 5000},
+            ],
+            enable_sleeptime=True,
+            tags=["voicectl", "voice"],
+            timeout=timeout,
+        )
+        return created.id
+
     async def health(self, timeout: float) -> None:
         """Raise unless Letta answers its health endpoint."""
-        await self.client.health(timeout=timeout)
+        await (await self.aclient()).health(timeout=timeout)
 
     async def blocks(self, timeout: float | None = None) -> list[tuple[str, str]]:
         """The agent's core memory blocks as (label, value) pairs."""
         agent_id = await self.resolve_agent_id(timeout)
-        page = await self.client.agents.blocks.list(agent_id, timeout=timeout)
+        page = await (await self.aclient()).agents.blocks.list(agent_id, timeout=timeout)
         return [(b.label or "memory", b.value or "") for b in page.items]
 
     async def stream_reply(
@@ -146,15 +183,21 @@ class LettaAccess:
     ) -> AsyncIterator[str]:
         """Stream the Letta agent's reply to a user message, as text deltas."""
         agent_id = await self.resolve_agent_id(timeout)
+        client = await self.aclient()
         message: dict[str, Any] = {"role": "user", "content": text}
         if otid:
             message["otid"] = otid
-        stream = await self.client.agents.messages.stream(
-            agent_id,
-            messages=[message],  # type: ignore[list-item]
-            stream_tokens=True,
-            timeout=timeout,
-        )
+        # The dedicated stream endpoint is what Letta 0.16.8 serves (letta-client marks it
+        # deprecated in favour of `create(streaming=True)`, which that server predates).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pending = client.agents.messages.stream(
+                agent_id,
+                messages=[message],  # type: ignore[list-item]
+                stream_tokens=True,
+                timeout=timeout,
+            )
+        stream = await pending
         try:
             async for chunk in stream:
                 kind = getattr(chunk, "message_type", None)
@@ -176,7 +219,7 @@ class LettaAccess:
     ) -> None:
         """Deliver a (user, assistant) pair that Letta did not see, tagged with `otid`."""
         agent_id = await self.resolve_agent_id(timeout)
-        await self.client.agents.messages.create(
+        await (await self.aclient()).agents.messages.create(
             agent_id,
             messages=[
                 {"role": "user", "content": user, "otid": otid},
@@ -186,10 +229,35 @@ class LettaAccess:
             timeout=timeout,
         )
 
+    async def wait_idle(self, timeout: float, *, stale_after: float = 300.0) -> bool:
+        """Wait until the agent has no run in progress (True), or `timeout` passes (False).
+
+        A request whose client gave up may still be running on the server; looking for its
+        messages before it ends would miss them. Runs older than `stale_after` seconds (left
+        behind by a server that was killed) are ignored.
+        """
+        agent_id = await self.resolve_agent_id(timeout)
+        end = time.monotonic() + timeout
+        while True:
+            page = await (await self.aclient()).runs.list(
+                agent_id=agent_id, active=True, limit=20, timeout=timeout
+            )
+            now = datetime.now(UTC)
+            live = [
+                run for run in page.items
+                if run.created_at is None
+                or (now - run.created_at).total_seconds() < stale_after
+            ]
+            if not live:
+                return True
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.2)
+
     async def has_otid(self, otid: str, *, timeout: float | None = None, scan: int = 200) -> bool:
         """Whether a message with this otid is in the agent's recent history."""
         agent_id = await self.resolve_agent_id(timeout)
-        page = await self.client.agents.messages.list(
+        page = await (await self.aclient()).agents.messages.list(
             agent_id, limit=scan, order="desc", timeout=timeout
         )
         return any(getattr(m, "otid", None) == otid for m in page.items)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agent.resilience import CircuitBreaker, classify
+from agent.resilience import CircuitBreaker, cancel_task, classify
 
 log = logging.getLogger("agent.memory_cache")
 
@@ -87,9 +87,7 @@ class CoreMemoryCache:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_task(self._task)
             self._task = None
 
     async def _run(self) -> None:
@@ -97,8 +95,10 @@ class CoreMemoryCache:
             ok = await self.refresh()
             self._wake.clear()
             wait = self.refresh_seconds if ok else min(self.refresh_seconds, 2.0)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     def _load_snapshot(self) -> None:
         if self.snapshot_path is None or not self.snapshot_path.is_file():

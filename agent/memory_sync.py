@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.resilience import (
-    CIRCUIT_OPEN,
+    OPEN,
     CircuitBreaker,
     DependencyError,
     backoff_delay,
+    cancel_task,
     classify,
 )
 
@@ -34,6 +35,8 @@ log = logging.getLogger("agent.memory_sync")
 
 OUTBOX_NAME = "memory_outbox.sqlite3"
 KEEP_DELIVERED = 500
+#: The WAL is checkpointed off the event loop every this many deliveries (and additions).
+CHECKPOINT_EVERY = 50
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
@@ -65,7 +68,8 @@ class OutboxTurn:
 
 
 class Outbox:
-    """The SQLite outbox. Thread-safe; every method is a short transaction."""
+    """The SQLite outbox. Thread-safe; every method is one short transaction (tens of µs),
+    cheap enough to run on the event loop."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -74,12 +78,27 @@ class Outbox:
         self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Commits are durable across process crashes; no fsync per turn. Checkpoints (the
+        # slow part, up to tens of ms) run in a thread via checkpoint(), never inline.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database (call off the event loop).
+
+        Uses its own connection: a PASSIVE checkpoint runs alongside writers, so enqueues on
+        the event loop are not held up meanwhile.
+        """
+        db = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
 
     def enqueue(
         self, user_text: str, assistant_text: str, *, otid: str | None = None,
@@ -208,19 +227,29 @@ class MemorySync:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
+        self._added = 0
+        #: The latest delivery attempt failed (cleared by the next success).
+        self.failing = False
 
     # -- producer side
 
-    async def enqueue(
+    def add(
         self, user_text: str, assistant_text: str, *, otid: str | None = None,
         maybe_sent: bool = False,
     ) -> str:
-        """Queue a turn durably (off the event loop) and wake the sender."""
-        otid = await asyncio.to_thread(
-            self.outbox.enqueue, user_text, assistant_text, otid=otid, maybe_sent=maybe_sent
-        )
+        """Queue a turn durably (one short SQLite commit) and wake the sender."""
+        otid = self.outbox.enqueue(user_text, assistant_text, otid=otid, maybe_sent=maybe_sent)
         self._wake.set()
+        self._added += 1
+        if self._added % CHECKPOINT_EVERY == 0:  # the log also grows while Letta is down
+            asyncio.get_running_loop().run_in_executor(None, self._checkpoint_quietly)
         return otid
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self.outbox.checkpoint()
+        except Exception:  # noqa: BLE001 - a later checkpoint folds it in
+            log.debug("outbox checkpoint failed", exc_info=True)
 
     def notify(self) -> None:
         self._wake.set()
@@ -236,28 +265,36 @@ class MemorySync:
         if flush_timeout > 0:
             await self.flush(flush_timeout)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_task(self._task)
             self._task = None
+        if self.lease.held:
+            await asyncio.to_thread(self._checkpoint_quietly)
         self.lease.release()
 
-    async def flush(self, timeout: float) -> bool:
-        """Wait until nothing is pending (True) or `timeout` passes (False)."""
+    async def flush(self, timeout: float, *, stop_on_failure: bool = True) -> bool:
+        """Wait until nothing is pending (True) or `timeout` passes (False).
+
+        By default it gives up early when Letta is failing: then waiting cannot help.
+        """
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if await asyncio.to_thread(self.outbox.pending_count) == 0:
+            if self.outbox.pending_count() == 0:
                 return True
+            failing = self.breaker.state == OPEN or self.failing
+            if (stop_on_failure and failing) or self._task is None or self._task.done():
+                break  # Letta is failing (or nobody sends): no point waiting
             self._wake.set()
             await asyncio.sleep(0.05)
-        return await asyncio.to_thread(self.outbox.pending_count) == 0
+        return self.outbox.pending_count() == 0
 
     # -- the sender
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _run(self) -> None:
         failures = 0
@@ -265,7 +302,7 @@ class MemorySync:
             if not self.lease.try_acquire():
                 await asyncio.sleep(max(self.idle_poll, 0.5))  # another process sends
                 continue
-            turn = await asyncio.to_thread(self.outbox.oldest_pending)
+            turn = self.outbox.oldest_pending()
             if turn is None:
                 await self._sleep(self.idle_poll)
                 continue
@@ -286,25 +323,31 @@ class MemorySync:
 
     async def _deliver(self, turn: OutboxTurn) -> bool:
         started = time.perf_counter()
+        seen = False
         try:
-            async with asyncio.timeout(self.timeout):
-                seen = False
-                if turn.attempts > 0 or turn.maybe_sent:
+            if turn.attempts > 0 or turn.maybe_sent:
+                # an earlier attempt's outcome is unknown: look before sending again
+                async with asyncio.timeout(self.timeout * 2):
                     seen = await self._already_delivered(turn, self.timeout)
-                if not seen:
-                    await asyncio.to_thread(self.outbox.mark_attempt, turn.id)
+            if not seen:
+                self.outbox.mark_attempt(turn.id)
+                async with asyncio.timeout(self.timeout):
                     await self._send(turn, self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified and recorded
             err = exc if isinstance(exc, DependencyError) else classify(exc)
             self.breaker.record_failure()
-            await asyncio.to_thread(self.outbox.mark_failed, turn.id, str(err))
+            self.failing = True
+            self.outbox.mark_failed(turn.id, str(err))
             self._event(False, started, turn, error=err.kind, deduplicated=False)
             return False
         self.breaker.record_success()
-        await asyncio.to_thread(self.outbox.mark_delivered, turn.id)
+        self.failing = False
+        self.outbox.mark_delivered(turn.id)
         self.delivered += 1
+        if self.delivered % CHECKPOINT_EVERY == 0:
+            await asyncio.to_thread(self._checkpoint_quietly)
         self._event(True, started, turn, deduplicated=seen)
         return True
 
@@ -326,4 +369,4 @@ class MemorySync:
             log.debug("memory_sync event failed", exc_info=True)
 
 
-__all__ = ["CIRCUIT_OPEN", "MemorySync", "Outbox", "OutboxTurn", "OUTBOX_NAME", "SenderLease"]
+__all__ = ["MemorySync", "Outbox", "OutboxTurn", "OUTBOX_NAME", "SenderLease"]

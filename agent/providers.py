@@ -1,4 +1,4 @@
-"""Model providers from config: STT, TTS, the session LLM, the brain's OpenAI client, VAD.
+"""Model providers from config: STT, TTS, the session LLM, the brain's LLM client, VAD.
 
 Every base URL can be overridden; empty values fall back to OPENAI_BASE_URL and then to the
 provider's default endpoint. Plugins are imported inside the functions (import cost, optional
@@ -7,20 +7,18 @@ extras). Nothing here downloads a model.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    import openai
     from livekit.agents import llm, stt, tts, vad
+
+    from agent.llm_client import LLMClient
 
 #: A placeholder key for OpenAI-compatible local servers that need none (the SDK insists).
 NO_KEY = "no-key"
-
-_openai_clients: dict[tuple[int, int, str, str], openai.AsyncOpenAI] = {}
 
 
 def llm_base_url(settings: Settings) -> str | None:
@@ -28,46 +26,16 @@ def llm_base_url(settings: Settings) -> str | None:
     return settings.llm_base_url or settings.openai_base_url or None
 
 
-def _key(settings: Settings) -> str:
+def api_key(settings: Settings) -> str:
+    """The OpenAI-compatible API key (a placeholder for local servers that need none)."""
     return settings.openai_api_key or os.environ.get("OPENAI_API_KEY") or NO_KEY
 
 
-def openai_client(settings: Settings, base_url: str | None = None) -> openai.AsyncOpenAI:
-    """The process's AsyncOpenAI client for the brain (pooled per event loop, no SDK retries)."""
-    import openai
+def brain_llm(settings: Settings) -> LLMClient:
+    """The brain's own streaming client of the fast LLM (pooled per process and loop)."""
+    from agent.llm_client import llm_client
 
-    base = base_url or llm_base_url(settings) or ""
-    try:
-        loop_id = id(asyncio.get_running_loop())
-    except RuntimeError:
-        loop_id = 0
-    key = (os.getpid(), loop_id, base, settings.openai_api_key)
-    client = _openai_clients.get(key)
-    if client is None:
-        client = openai.AsyncOpenAI(
-            api_key=_key(settings),
-            base_url=base or None,
-            max_retries=0,
-            timeout=openai.Timeout(
-                settings.request_timeout_seconds, connect=min(5.0, settings.request_timeout_seconds)
-            ),
-        )
-        _openai_clients[key] = client
-    return client
-
-
-async def close_openai_clients() -> None:
-    """Close this process's clients of the running loop."""
-    try:
-        loop_id = id(asyncio.get_running_loop())
-    except RuntimeError:
-        loop_id = 0
-    for key in [k for k in _openai_clients if k[0] == os.getpid() and k[1] == loop_id]:
-        client = _openai_clients.pop(key)
-        try:
-            await client.close()
-        except Exception:
-            pass
+    return llm_client(llm_base_url(settings), api_key(settings))
 
 
 def reasoning_kwargs(model: str) -> dict[str, Any]:
@@ -84,7 +52,7 @@ def build_session_llm(settings: Settings) -> llm.LLM:
 
     return lk_openai.LLM(
         model=settings.llm_model,
-        api_key=_key(settings),
+        api_key=api_key(settings),
         base_url=llm_base_url(settings) or "https://api.openai.com/v1",
         max_retries=0,
     )
@@ -105,7 +73,7 @@ def build_stt(settings: Settings) -> stt.STT:
     if provider in ("openai", "openai-compatible", "local"):
         from livekit.plugins import openai as lk_openai
 
-        kwargs = {"api_key": _key(settings)}
+        kwargs = {"api_key": api_key(settings)}
         if settings.stt_model:
             kwargs["model"] = settings.stt_model
         base = settings.stt_base_url or settings.openai_base_url
@@ -121,7 +89,7 @@ def build_tts(settings: Settings) -> tts.TTS:
     if provider in ("openai", "openai-compatible", "local"):
         from livekit.plugins import openai as lk_openai
 
-        kwargs: dict[str, Any] = {"api_key": _key(settings), "voice": settings.openai_tts_voice}
+        kwargs: dict[str, Any] = {"api_key": api_key(settings), "voice": settings.openai_tts_voice}
         if settings.tts_model:
             kwargs["model"] = settings.tts_model
         base = settings.tts_base_url or settings.openai_base_url

@@ -254,17 +254,22 @@ async def call_with_retries(
     policy: RetryPolicy,
     deadline: float,
     on_failure: Callable[[DependencyError, int], None] | None = None,
+    retry_if: Callable[[DependencyError], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> object:
     """Await `fn(timeout)` under the breaker, retrying retryable failures before `deadline`.
 
     `fn` receives the attempt's timeout (the per-attempt timeout capped by the deadline) and must
-    return an awaitable. Raises DependencyError (kind CIRCUIT_OPEN when the breaker refuses).
+    return an awaitable. `retry_if` narrows which retryable failures are retried (a request
+    that may have had an effect must not be repeated). Raises DependencyError (kind
+    CIRCUIT_OPEN when the breaker refuses).
     """
     retry = 0
+    last: DependencyError | None = None
     while True:
         if not breaker.allow():
-            raise DependencyError(CIRCUIT_OPEN, f"{breaker.name} circuit is open")
+            # our own failures may have opened it: report what actually went wrong
+            raise last or DependencyError(CIRCUIT_OPEN, f"{breaker.name} circuit is open")
         remaining = deadline - clock()
         if remaining <= 0:
             breaker.release()
@@ -277,11 +282,12 @@ async def call_with_retries(
             breaker.release()
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified
-            err = classify(exc)
+            err = last = classify(exc)
             breaker.record_failure()
             if on_failure is not None:
                 on_failure(err, retry)
-            delay = policy.may_retry(retry, clock(), deadline) if err.retryable else None
+            again = err.retryable and (retry_if is None or retry_if(err))
+            delay = policy.may_retry(retry, clock(), deadline) if again else None
             if delay is None:
                 raise err from exc
             await asyncio.sleep(delay)
@@ -289,3 +295,11 @@ async def call_with_retries(
             continue
         breaker.record_success()
         return result
+
+
+async def cancel_task(task: asyncio.Task[object] | None, timeout: float = 5.0) -> None:
+    """Cancel a background task and wait (bounded) for it to end; never raises."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=timeout)

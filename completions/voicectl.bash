@@ -12,7 +12,8 @@ _voicectl() {
 _voicectl_words() {
     local words=""
     case "$1" in
-        "__root__") words="config dispatch doctor down hybrid install letta logs restart status token up --env-file --help" ;;
+        "__root__") words="chat config dispatch doctor down hybrid install letta logs metrics restart status token up --env-file --help" ;;
+        "chat") words="--help --mode" ;;
         "config") words="--help --json" ;;
         "dispatch") words="--agent-name --create-room --delete --help --json --list --metadata --wait" ;;
         "doctor") words="--help --json" ;;
@@ -24,6 +25,7 @@ _voicectl_words() {
         "letta agents") words="--help --json" ;;
         "letta create") words="--help --json" ;;
         "logs") words="livekit postgres letta agent web --circuit --follow --grep --help --json --lines --since --ttft --until -f -n" ;;
+        "metrics") words="--help --json --url" ;;
         "restart") words="livekit postgres letta agent web --help" ;;
         "status") words="--help --json" ;;
         "token") words="--help --identity --json --name --ttl" ;;

@@ -36,6 +36,7 @@ def project(tmp_path):
         LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
         AGENT_HTTP_PORT=str(agent),
         WEB_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         VOICECTL_LIVEKIT_CMD=standin_cmd(
             lk, "--crash-file", str(proj.crash_file),
             "--crash-always-file", str(proj.crash_always), "--children", "2",
@@ -202,6 +203,7 @@ def test_agent_service_is_a_real_worker_registered_with_fake_livekit(project):
         LETTA_SERVER_URL=f"http://127.0.0.1:{project.ports['letta']}",
         AGENT_HTTP_PORT=str(agent),
         WEB_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         VOICECTL_LIVEKIT_CMD=fake,
         VOICECTL_LETTA_CMD=standin_cmd(project.ports["letta"]),
     )

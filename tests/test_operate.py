@@ -167,6 +167,7 @@ def stack(tmp_path_factory):
         LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
         AGENT_HTTP_PORT=str(agent),
         WEB_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         VOICECTL_LIVEKIT_CMD=f"{sys.executable} {REPO}/tests/fakes/livekit_server.py "
         f"--port {lk}",
         VOICECTL_LETTA_CMD=standin_cmd(letta),

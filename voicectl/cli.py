@@ -179,6 +179,36 @@ def logs(
 
 
 @app.command()
+def metrics(
+    url: Annotated[str | None, typer.Option(
+        "--url", metavar="URL", show_default=False,
+        help="Metrics endpoint (default: http://127.0.0.1:METRICS_PORT/metrics).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Summary of the agent's live Prometheus metrics: turns, TTFT, breakers, memory sync, cost."""
+    from voicectl.metrics_view import run_metrics
+
+    code = run_metrics(settings(), url, json_out)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def chat(
+    mode: Annotated[str | None, typer.Option(
+        help="hybrid or letta (default: USE_HYBRID_STREAMING).", show_default=False)] = None,
+) -> None:
+    """Talk to the agent's brain in the terminal (no LiveKit needed); /quit ends."""
+    from agent.chat import run_chat
+
+    if mode not in (None, "hybrid", "letta"):
+        raise UsageError(f"--mode takes hybrid or letta, not {mode!r}")
+    code = run_chat(settings(), sys.stdin, sys.stdout, mode=mode)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def doctor(json_out: JsonOpt = False) -> None:
     """Run every check, each with its fix; exit 1 when any fails."""
     from voicectl.doctor import FAIL, run_checks

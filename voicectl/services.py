@@ -118,7 +118,7 @@ def _agent(settings: Settings) -> ServiceSpec:
         name="agent",
         argv=argv,
         url=f"http://127.0.0.1:{port}/",
-        ports=[port],
+        ports=[port, settings.metrics_port],
         probe=probe,
         depends_on=("livekit", "letta"),
         start_timeout=90.0,

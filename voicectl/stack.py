@@ -96,7 +96,10 @@ class _Pending:
 
 def up(settings: Settings, services: dict[str, ServiceSpec], names: list[str],
        printer: Printer) -> None:
-    """Start the named services (dependencies first), wait until each is ready."""
+    """Start the named services and their dependencies, wait until each is ready."""
+    from voicectl.services import select
+
+    names = select(services, names, with_deps=True)
     home = settings.home
     with locked(home, printer):
         to_start: list[str] = []

@@ -1,0 +1,159 @@
+"""Our worker (`python -m agent start`) as a real process, registered with the fake LiveKit server.
+
+The fake speaks the real worker protocol but has no room media, so a job's `ctx.connect()`
+fails there: the test checks what happens up to that point (registration, VAD prewarm, the
+request handler's decisions, the first startup phase) and that the failure is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from tests.agent_support import dead_url
+from tests.fakes.livekit_server import FakeLiveKit, free_port, start_fake_livekit
+
+REPO = Path(__file__).resolve().parents[1]
+AGENT_NAME = "letta-voice-agent"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLiveKit]:
+    handle = start_fake_livekit()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def worker(fake: FakeLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """The agent worker against the fake; yields (state dir, health port)."""
+    home, port = tmp_path / "state", free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "OPENAI_"))},
+        **fake.env(),
+        "VOICECTL_HOME": str(home),
+        "VOICECTL_ENV_FILE": str(tmp_path / "absent.env"),
+        "AGENT_HTTP_PORT": str(port),
+        "AGENT_LOAD_THRESHOLD": "0.99",
+        "OPENAI_BASE_URL": dead_url() + "/v1",
+        "LETTA_SERVER_URL": dead_url(),
+        "PYTHONPATH": str(REPO),
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], cwd=REPO, env=env,
+                                stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        yield home, port
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(10)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def read(home: Path, event: str) -> list[dict]:
+    path = home / "events.jsonl"
+    if not path.exists():
+        return []
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["event"] == event]
+
+
+def wait_for(fn, timeout: float):
+    end = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+async def dispatch(fake: FakeLiveKit, room: str) -> str:
+    async with api.LiveKitAPI(fake.http_url, fake.api_key, fake.api_secret) as lk:
+        created = await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room)
+        )
+    return created.id
+
+
+async def test_worker_registers_and_accepts_one_job_per_room(
+    fake: FakeLiveKit, worker: tuple[Path, int]
+) -> None:
+    home, port = worker
+    (registered,) = wait_for(lambda: read(home, "worker"), 60)
+    assert registered["agent_name"] == AGENT_NAME
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/worker", timeout=5) as resp:
+        assert json.loads(resp.read())["agent_name"] == AGENT_NAME
+    vad = wait_for(lambda: read(home, "vad"), 30)
+    assert all(v["loaded"] for v in vad)  # Silero loads offline in the prewarm step
+
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    first = await dispatch(fake, room)
+    jobs = wait_for(lambda: read(home, "job"), 10)
+    assert jobs[0]["accepted"] is True and jobs[0]["room"] == room
+    state = fake.wait_for(lambda s: [j for j in s["jobs"] if j["dispatch_id"] == first
+                                     and j["state"] in ("accepted", "running")], timeout=10)
+    assert state
+
+    # a second agent of ours for the same room is refused
+    await dispatch(fake, room)
+    jobs = wait_for(lambda: [j for j in read(home, "job") if not j["accepted"]], 10)
+    assert jobs[0]["reason"] == "agent_already_in_room"
+
+    # the entrypoint's first phase ran; the fake has no media, so connect fails, on record
+    def room_phases() -> list[str]:
+        return [p["phase"] for p in read(home, "startup") if p["room"] == room]
+
+    phases = wait_for(lambda: "failed" in room_phases() and room_phases(), 15)
+    assert phases[0] == "handshake_start" and phases[-1] == "failed"
+    (failed,) = [p for p in read(home, "startup") if p["phase"] == "failed"]
+    assert failed["stage"] == "connect" and failed["elapsed_ms"] >= 0
+
+
+PREWARM_WITH_BROKEN_VAD = """
+from livekit.agents import JobExecutorType, JobProcess
+from agent import providers, worker
+def broken():
+    raise RuntimeError("no onnx runtime")
+providers.load_vad = broken
+proc = JobProcess(executor_type=JobExecutorType.PROCESS, user_arguments=None, http_proxy=None)
+worker.prewarm(proc)
+assert proc.userdata["vad"] is None, proc.userdata
+print(proc.userdata["vad_error"])
+"""
+
+
+def test_prewarm_without_vad_says_so(tmp_path: Path) -> None:
+    """A VAD that cannot load leaves the worker running without it, on record."""
+    env = {**os.environ, "VOICECTL_HOME": str(tmp_path),
+           "VOICECTL_ENV_FILE": str(tmp_path / "absent.env"), "PYTHONPATH": str(REPO)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    res = subprocess.run([sys.executable, "-c", PREWARM_WITH_BROKEN_VAD], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no onnx runtime" in res.stdout
+    (event,) = read(tmp_path, "vad")
+    assert event["loaded"] is False and "no onnx runtime" in event["reason"]
