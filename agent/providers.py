@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, Settings
+from agent.local import LOCAL_STT_PROVIDERS, LOCAL_TTS_PROVIDERS
 
 if TYPE_CHECKING:  # pragma: no cover
     from livekit.agents import llm, stt, tts, vad
@@ -61,6 +62,10 @@ def build_session_llm(settings: Settings) -> llm.LLM:
 def build_stt(settings: Settings) -> stt.STT:
     """Deepgram, or any OpenAI-compatible transcription endpoint."""
     provider = settings.stt_provider.lower()
+    if provider in LOCAL_STT_PROVIDERS:  # faster-whisper on this machine (local mode)
+        from agent.local import build_stt as build_local_stt
+
+        return build_local_stt(settings)
     if provider == "deepgram":
         from livekit.plugins import deepgram
 
@@ -86,6 +91,10 @@ def build_stt(settings: Settings) -> stt.STT:
 def build_tts(settings: Settings) -> tts.TTS:
     """OpenAI (voice OPENAI_TTS_VOICE), Cartesia (optional extra) or OpenAI-compatible."""
     provider = settings.tts_provider.lower()
+    if provider in LOCAL_TTS_PROVIDERS:  # piper or espeak-ng on this machine (local mode)
+        from agent.local import build_tts as build_local_tts
+
+        return build_local_tts(settings)
     if provider in ("openai", "openai-compatible", "local"):
         from livekit.plugins import openai as lk_openai
 

@@ -92,6 +92,13 @@ def prewarm(proc: JobProcess) -> None:
         emit("vad", loaded=False, reason=reason, pid=os.getpid())
     finally:
         pool.shutdown(wait=False)
+    if settings.local_mode:  # local whisper and piper, once per job process (~1-2 s)
+        from agent.local import prewarm_models
+
+        try:
+            prewarm_models(settings)
+        except Exception:  # noqa: BLE001 - they load (and report) again when first used
+            log.warning("local models not prewarmed", exc_info=True)
     # what a job imports later would otherwise be imported on its event loop, mid-session
     for module in ("letta_client", "agent.brain", "agent.runtime", "agent.idle", "aiohttp"):
         try:

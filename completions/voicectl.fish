@@ -11,6 +11,7 @@ complete -c voicectl -n '__fish_use_subcommand' -a letta -d 'Letta agents - list
 complete -c voicectl -n '__fish_use_subcommand' -a logs -d 'Service logs (tail, follow, filter); --ttft and --circuit read the agents event log.'
 complete -c voicectl -n '__fish_use_subcommand' -a metrics -d 'Summary of the agents live Prometheus metrics - turns, TTFT, breakers, memory sync, cost.'
 complete -c voicectl -n '__fish_use_subcommand' -a restart -d 'Stop then start services.'
+complete -c voicectl -n '__fish_use_subcommand' -a say -d 'One voice turn without LiveKit - VAD, STT, the brain and TTS on a recording, timed.'
 complete -c voicectl -n '__fish_use_subcommand' -a status -d 'State, pid, ports, uptime, restarts, health and memory of each service.'
 complete -c voicectl -n '__fish_use_subcommand' -a token -d 'A join token for a browser or a test client.'
 complete -c voicectl -n '__fish_use_subcommand' -a up -d 'Start services (dependencies first) and wait until each is healthy.'
@@ -74,6 +75,11 @@ complete -c voicectl -n '__fish_seen_subcommand_from restart' -a letta
 complete -c voicectl -n '__fish_seen_subcommand_from restart' -a agent
 complete -c voicectl -n '__fish_seen_subcommand_from restart' -a web
 complete -c voicectl -n '__fish_seen_subcommand_from restart' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from say' -l fast
+complete -c voicectl -n '__fish_seen_subcommand_from say' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from say' -l json
+complete -c voicectl -n '__fish_seen_subcommand_from say' -l out
+complete -c voicectl -n '__fish_seen_subcommand_from say' -l wav
 complete -c voicectl -n '__fish_seen_subcommand_from status' -l help
 complete -c voicectl -n '__fish_seen_subcommand_from status' -l json
 complete -c voicectl -n '__fish_seen_subcommand_from token' -l help
@@ -87,3 +93,4 @@ complete -c voicectl -n '__fish_seen_subcommand_from up' -a letta
 complete -c voicectl -n '__fish_seen_subcommand_from up' -a agent
 complete -c voicectl -n '__fish_seen_subcommand_from up' -a web
 complete -c voicectl -n '__fish_seen_subcommand_from up' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from up' -l local

@@ -2,12 +2,12 @@
 # Install what the tests need beyond Python packages, on a fresh machine: Debian's chromium
 # (the web console's browser tests) and playwright-core from npm (the driver; pinned by
 # tests/web/package-lock.json, no browser download); zsh and fish (completion scripts are
-# parsed by them). Idempotent and quick when done.
+# parsed by them); espeak-ng (speech for the local voice round trip). Idempotent and quick when done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 missing=()
-for pkg in chromium zsh fish; do
+for pkg in chromium zsh fish espeak-ng; do
     command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

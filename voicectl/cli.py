@@ -62,7 +62,12 @@ def _out(doc: object) -> None:
 
 
 @app.command()
-def up(services: ServicesArg = None) -> None:
+def up(
+    services: ServicesArg = None,
+    local: Annotated[bool, typer.Option(
+        "--local", help="Local mode: whisper STT, piper TTS, the llm and embeddings services, "
+        "no cloud keys (sets LOCAL_MODE=true in .env).")] = False,
+) -> None:
     """Start services (dependencies first) and wait until each is healthy."""
     from voicectl.printer import Printer
     from voicectl.services import select
@@ -70,6 +75,15 @@ def up(services: ServicesArg = None) -> None:
     from voicectl.stack import up as stack_up
 
     s = settings()
+    if local and not s.local_mode:
+        s = _enable_local_mode(s)
+    if s.local_mode:
+        from voicectl.local_llm import missing_for_local
+
+        missing = missing_for_local(s)
+        if missing:
+            raise VoicectlError(f"local mode needs {', '.join(missing)}: "
+                                "pip install 'voicectl[local]' (and 'voicectl[piper]', GPL-3.0)")
     specs = _services(s)
     names = select(specs, services or [], with_deps=True)
     printer = Printer()
@@ -86,6 +100,22 @@ def up(services: ServicesArg = None) -> None:
     _print_urls(s, specs, printer)
 
 
+def _enable_local_mode(s: Settings) -> Settings:
+    """Write LOCAL_MODE=true to .env (so status, down and logs see the same stack)."""
+    import os
+
+    from voicectl.envfile import set_value
+
+    if "LOCAL_MODE" in os.environ:
+        raise UsageError("LOCAL_MODE is set in the environment, which overrides "
+                         f"{s.env_file.name if s.env_file else '.env'}: unset it first")
+    if s.env_file is None:
+        raise UsageError("no .env file to record LOCAL_MODE in")
+    set_value(s.env_file, "LOCAL_MODE", "true")
+    sys.stderr.write(f"local mode: LOCAL_MODE=true written to {s.env_file}\n")
+    return settings()
+
+
 def _print_urls(s: Settings, specs: dict, printer) -> None:
     printer.note("")
     printer.note(f"LiveKit   {s.livekit_url}")
@@ -93,6 +123,8 @@ def _print_urls(s: Settings, specs: dict, printer) -> None:
     printer.note(f"Agent     {s.agent_name}  (health http://127.0.0.1:{s.agent_http_port}/)")
     if "web" in specs:
         printer.note(f"Console   http://{s.web_host}:{s.web_port}/")
+    if s.local_mode:
+        printer.note(f"LLM       {s.llm_base_url}  ({s.llm_model}, local)")
     printer.note(f"Logs      voicectl logs -f    State  {s.home}")
 
 
@@ -304,6 +336,25 @@ def token(
 
 
 @app.command()
+def say(
+    wav: Annotated[Path, typer.Option(
+        "--wav", help="The recorded utterance (16-bit PCM WAV, any rate).", show_default=False)],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the spoken reply to this WAV.", show_default=False)] = None,
+    fast: Annotated[bool, typer.Option(
+        "--fast", help="Feed the recording as fast as the VAD takes it, not in real time.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """One voice turn without LiveKit: VAD, STT, the brain and TTS on a recording, timed."""
+    from voicectl.say import run_say
+
+    code = run_say(settings(), wav, out, json_out, realtime=not fast)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def hybrid(
     mode: Annotated[str, typer.Argument(help="on, off or status.")] = "status",
     json_out: JsonOpt = False,
@@ -373,7 +424,7 @@ def letta_create(
         s.letta_server_url, s.letta_api_key or None, name,
         model=s.letta_llm_model,
         embedding_model=s.letta_embedding_model,
-        embedding_endpoint=None,
+        embedding_endpoint=_local_embeddings(s),
         embedding_dim=s.letta_embedding_dim,
         openai_base_url=s.openai_base_url or None,
     ))
@@ -382,6 +433,15 @@ def letta_create(
         return
     sys.stdout.write(f"created Letta agent {agent['name']} ({agent['id']})\n"
                      f"use it: LETTA_AGENT_ID={agent['id']} in .env\n")
+
+
+def _local_embeddings(s: Settings) -> str | None:
+    """In local mode new Letta agents embed with the local embeddings service."""
+    if not s.local_mode:
+        return None
+    from agent.local import embeddings_url
+
+    return embeddings_url(s)
 
 
 def _letta_call(fn):

@@ -20,7 +20,7 @@ from voicectl.probes import ProbeResult, probe_letta, probe_text, probe_worker
 Probe = Callable[[int | None, float], ProbeResult]
 Prepare = Callable[[Callable[[str], None]], None]
 
-SERVICE_ORDER = ("livekit", "postgres", "letta", "agent", "web")
+SERVICE_ORDER = ("llm", "embeddings", "livekit", "postgres", "letta", "agent", "web")
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _agent(settings: Settings) -> ServiceSpec:
         url=f"http://127.0.0.1:{port}/",
         ports=[port, settings.metrics_port],
         probe=probe,
-        depends_on=("livekit", "letta"),
+        depends_on=("livekit", "letta", *(("llm", "embeddings") if settings.local_mode else ())),
         start_timeout=90.0,
     )
 
@@ -146,6 +146,10 @@ def build_services(settings: Settings) -> dict[str, ServiceSpec]:
         from voicectl import managed_letta
 
         specs.insert(1, managed_letta.postgres_spec(settings))
+    if settings.local_mode:
+        from voicectl.local_llm import local_specs
+
+        specs[:0] = local_specs(settings)
     return {spec.name: spec for spec in specs}
 
 
