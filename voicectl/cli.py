@@ -480,7 +480,7 @@ def main() -> None:
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:
-    from typer._click.exceptions import ClickException
+    from click.exceptions import ClickException
 
     return (ClickException,)
 
