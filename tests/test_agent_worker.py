@@ -49,6 +49,7 @@ def worker(fake: FakeLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
         "VOICECTL_HOME": str(home),
         "VOICECTL_ENV_FILE": str(tmp_path / "absent.env"),
         "AGENT_HTTP_PORT": str(port),
+        "METRICS_PORT": str(free_port()),  # never the default 9100 a running agent holds
         "AGENT_LOAD_THRESHOLD": "0.99",
         "OPENAI_BASE_URL": dead_url() + "/v1",
         "LETTA_SERVER_URL": dead_url(),
