@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -460,8 +461,38 @@ def figures(hist: ttft.TurnHist) -> tuple:
             hist.skipped, hist.stats())
 
 
+@pytest.fixture(params=["native", "regex"])
+def fast_path(request, monkeypatch):
+    """Run a test with the C scanner and with the regex fallback."""
+    if request.param == "regex":
+        monkeypatch.setattr(ttft, "native_scan", None)
+    elif ttft.native_scan is None:
+        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+    return request.param
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_fast_reader_equals_the_json_reference(tmp_path, monkeypatch, seed):
+def test_native_scanner_decides_each_line_as_the_regex(seed):
+    # lines with a NUL byte go to the reference before the regex sees them (ttft._scan_block)
+    lines = odd_corpus(random.Random(seed)).split(b"\n")
+    buf = b"\n" + b"\n".join(line for line in lines if b"\0" not in line) + b"\n"
+    if ttft.native_scan is None:
+        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+    matches = ttft._FAST.findall(buf, 0, len(buf))
+    regex_refs = [m[1] for m in matches if m[1]]
+    regex_hist = ttft._fold(Counter(m[0] for m in matches if m[0]), ttft.TurnHist())
+    values, no_ttft, skipped, refs = ttft.native_scan(buf, 0, len(buf))
+    assert refs == regex_refs
+    native = ttft.TurnHist()
+    native.values = {m: Counter(c) for m, c in values.items()}
+    native.no_ttft.update(no_ttft)
+    native.skipped = skipped
+    assert figures(native) == figures(regex_hist)
+    assert native.turns > 1000 and len(refs) > 50
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fast_reader_equals_the_json_reference(tmp_path, monkeypatch, seed, fast_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(odd_corpus(random.Random(seed)))
     reference = ttft.scan_slow(path)
