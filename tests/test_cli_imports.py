@@ -29,3 +29,20 @@ def test_control_plane_modules_import_nothing_heavy(tmp_path):
     loaded = json.loads(out.stdout)
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert heavy == []
+
+
+def test_logs_ttft_json_imports_no_table_renderer(tmp_path):
+    # `voicectl logs --ttft --json` keeps pace with grep: it prints JSON, so rich stays unloaded
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "events.jsonl").write_text(
+        '{"ts":1763700000.5,"event":"turn","mode":"hybrid","path":"hybrid","ttft_ms":12.5,'
+        '"total_ms":80.0,"fallback":false}\n')
+    code = ("import sys\nfrom voicectl.cli import main\nsys.argv = ['voicectl', 'logs', '--ttft',"
+            " '--json']\ntry:\n    main()\nfinally:\n    print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] == 'rich'), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "VOICECTL_HOME": str(home),
+                                         "VOICECTL_ENV_FILE": str(tmp_path / ".env")})
+    assert json.loads(out.stdout)["stats"]["hybrid"]["p50"] == 12.5, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "[]"

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -411,9 +413,10 @@ def odd_corpus(rng: random.Random, n: int = 3000) -> bytes:
     ts = 1_763_700_000.0
     for i in range(n):
         ts += rng.uniform(0.01, 2)
-        r = turn(round(ts, 6), rng.choice(["hybrid", "letta"]),
-                 rng.choice([round(rng.uniform(50, 900), 2), rng.randint(1, 900), None]),
-                 errors=[], turn=f"{i:x}", source="voice")
+        ttft_ms = rng.choice([round(rng.uniform(50, 900), 2), rng.randint(1, 900), None,
+                              round(rng.uniform(0, 1e6), rng.randint(0, 9)), 0.0, -0.0, 1e-7])
+        r = turn(round(ts, 6), rng.choice(["hybrid", "letta", "a_mode_with_a_long_name"]),
+                 ttft_ms, errors=[], turn=f"{i:x}", source="voice")
         compact = json.dumps(r, separators=(",", ":")).encode()
         kind = rng.random()
         if kind < 0.6:
@@ -457,8 +460,7 @@ def odd_corpus(rng: random.Random, n: int = 3000) -> bytes:
 
 
 def figures(hist: ttft.TurnHist) -> tuple:
-    return ({m: dict(c) for m, c in hist.values.items() if c}, dict(+hist.no_ttft),
-            hist.skipped, hist.stats())
+    return hist.counts(), dict(+hist.no_ttft), hist.skipped, hist.stats()
 
 
 @pytest.fixture(params=["native", "regex"])
@@ -471,6 +473,12 @@ def fast_path(request, monkeypatch):
     return request.param
 
 
+def _long_token(line: bytes) -> bool:
+    """A writer-shaped turn line whose ttft_ms token is over the C scanner's 8 bytes."""
+    m = re.search(rb'"ttft_ms":([^,}]*)', line)
+    return m is not None and len(m.group(1)) > 8
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_native_scanner_decides_each_line_as_the_regex(seed):
     # lines with a NUL byte go to the reference before the regex sees them (ttft._scan_block)
@@ -478,17 +486,77 @@ def test_native_scanner_decides_each_line_as_the_regex(seed):
     buf = b"\n" + b"\n".join(line for line in lines if b"\0" not in line) + b"\n"
     if ttft.native_scan is None:
         pytest.skip("the C scanner (voicectl._turnscan) is not built here")
-    matches = ttft._FAST.findall(buf, 0, len(buf))
+    matches = ttft.fast_pattern().findall(buf, 0, len(buf))
     regex_refs = [m[1] for m in matches if m[1]]
     regex_hist = ttft._fold(Counter(m[0] for m in matches if m[0]), ttft.TurnHist())
-    values, no_ttft, skipped, refs = ttft.native_scan(buf, 0, len(buf))
-    assert refs == regex_refs
-    native = ttft.TurnHist()
-    native.values = {m: Counter(c) for m, c in values.items()}
-    native.no_ttft.update(no_ttft)
-    native.skipped = skipped
-    assert figures(native) == figures(regex_hist)
-    assert native.turns > 1000 and len(refs) > 50
+    for line in regex_refs:
+        ttft.count_line(regex_hist, line)
+    for threads in (1, 2, 5):
+        series, no_ttft, skipped, refs = ttft.native_scan(buf, 0, len(buf), threads)
+        # the same lines for the reference, in order, plus the trusted ones it cannot count
+        assert [r for r in refs if not _long_token(r)] == [r for r in regex_refs
+                                                          if not _long_token(r)]
+        extra = len(refs) - len(regex_refs)
+        assert extra > 20 and extra == sum(1 for r in refs if _long_token(r)) - sum(
+            1 for r in regex_refs if _long_token(r))
+        native = ttft.TurnHist(no_ttft=Counter(no_ttft), skipped=skipped)
+        for mode, pair in series.items():
+            native.add_series(mode, ttft.Series.from_bytes(*pair))
+            assert list(native.series[mode].values) == sorted(set(native.series[mode].values))
+        for line in refs:
+            ttft.count_line(native, line)
+        assert figures(native) == figures(regex_hist)
+        assert native.turns > 1000 and len(refs) > 50
+
+
+def test_many_modes_and_long_mode_names_equal_the_reference(tmp_path, fast_path, monkeypatch):
+    # 40 modes sharing their first 8 bytes: past 32 a thread of the C scanner sends the lines
+    # of further modes to the reference, and the figures stay the same
+    rng = random.Random(9)
+    path = tmp_path / "events.jsonl"
+    write_events(path, [turn(NOW + i, f"mode_number_{rng.randrange(40)}",
+                             round(rng.uniform(1, 500), 2)) for i in range(4000)])
+    reference = ttft.scan_slow(path)
+    assert len(reference.stats()) == 40
+    assert figures(ttft.scan(path)) == figures(reference)
+    monkeypatch.setattr(ttft, "_workers", lambda size: 4)
+    assert figures(ttft.scan(path)) == figures(reference)
+
+
+def test_many_distinct_values_equal_the_reference(tmp_path, fast_path, monkeypatch):
+    # 60,000 distinct TTFTs: the C scanner's table grows past 2 MB (huge pages) and merges
+    path = tmp_path / "events.jsonl"
+    write_events(path, [turn(NOW + i, ("hybrid", "letta")[i % 2], i / 100 + 0.01)
+                        for i in range(60_000)])
+    reference = ttft.scan_slow(path)
+    monkeypatch.setattr(ttft, "_workers", lambda size: 2)
+    assert figures(ttft.scan(path)) == figures(reference)
+    assert reference.stats()["letta"]["count"] == 30_000
+
+
+def test_the_c_scanner_is_built_where_a_compiler_is():
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: the regex reader serves")
+    assert ttft.native_scan is not None, "voicectl._turnscan did not build (pip install -v -e .)"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_series_merge_adds_equal_values_and_keeps_order(monkeypatch, native):
+    from voicectl import turnhist
+
+    if not native:
+        monkeypatch.setattr(turnhist, "native_merge", None)
+    elif turnhist.native_merge is None:
+        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+    rng = random.Random(4)
+    a = Counter(rng.choice([0.5, 1.0, 2.25, 3.0, -1.5, 7.0]) for _ in range(200))
+    b = Counter(rng.choice([1.0, 2.0, 2.25, 9.5]) for _ in range(300))
+    merged = ttft.Series.from_counts(a).merged(ttft.Series.from_counts(b))
+    assert merged.as_dict() == dict(a + b)
+    assert list(merged.values) == sorted(a.keys() | b.keys())
+    empty = ttft.Series()
+    assert empty.merged(merged) is merged and merged.merged(empty) is merged
+    assert merged.stats()["count"] == 500 and merged.stats()["max"] == 9.5
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

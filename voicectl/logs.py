@@ -7,6 +7,7 @@ time) or, for JSON lines, their `timestamp`; a line without one takes its older 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import re
@@ -294,11 +295,20 @@ def _merged(per_service: list[list[LogLine]]) -> list[LogLine]:
 
 @dataclass
 class Output:
-    """Where results go: `out` for data, `console` for tables, `err` for notes."""
+    """Where results go: `out` for data, `console` for tables (made when first used: JSON
+    output never imports rich), `err` for notes."""
 
     out: TextIO
     err: TextIO
-    console: Console
+    given_console: Console | None = None
+
+    @functools.cached_property
+    def console(self) -> Console:
+        if self.given_console is not None:
+            return self.given_console
+        from rich.console import Console
+
+        return Console(file=self.out, highlight=False)
 
     def note(self, message: str) -> None:
         self.err.write(message + "\n")
@@ -321,7 +331,7 @@ def service_logs(settings: Settings, names: Sequence[str], query: Query, follow:
     logs = log_dir(settings)
     if follow and not names:
         selected = list(dict.fromkeys([*selected, *_known_services()]))
-    colour = io.console.color_system is not None and not json_out
+    colour = not json_out and io.console.color_system is not None
     printer = Printer(io.out, selected, prefix=len(selected) > 1 or not names, colour=colour,
                       json_lines=json_out and follow)
     if not selected or not any((logs / f"{n}.log").exists() for n in selected):
@@ -674,11 +684,6 @@ def run_logs(
     default = DEFAULT_ROWS if ttft else (None if circuit or windowed else DEFAULT_LINES)
     limit = parse_count(lines, default)
     query = Query(limit, since_ts, until_ts, pattern)
-    if console is None:
-        from rich.console import Console
-
-        console = Console(file=out, highlight=False) if out is not None else Console(
-            highlight=False)
     io = Output(out or sys.stdout, err or sys.stderr, console)
     try:
         if ttft:

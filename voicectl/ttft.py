@@ -2,12 +2,13 @@
 
 Two readers give the same figures. The reference (`scan_slow`) reads a line with `json.loads`
 when it names a turn event (`"event": "turn"`, any spacing) and counts it as skipped when it
-cannot be read as one. The fast reader (`scan`) lets one compiled regex walk 8 MB blocks: a
-line in the writer's exact compact shape (``{"ts":N,"event":"turn","mode":"M","path":"P",
-"ttft_ms":T,...}``, no further ``{`` on it, ending in ``}``, no NUL byte) is taken from the
-match; every other line that could be a turn goes through the reference. Equal matches are
-counted once (a `Counter`), and large ranges are split across processes (fork). What the fast
-reader trusts: a line of exactly the writer's shape is valid JSON.
+cannot be read as one. The fast reader (`scan`) trusts a line in the writer's exact compact
+shape (``{"ts":N,"event":"turn","mode":"M","path":"P","ttft_ms":T,...}``, no further ``{`` on
+it, ending in ``}``, no NUL byte): it takes mode and TTFT from their place; every other line
+that could be a turn goes through the reference. What it trusts: a line of exactly the
+writer's shape is valid JSON. Two implementations make that decision per line: the C scanner
+(`voicectl._turnscan`, threads over the mapped file, figures returned as sorted series) and,
+where it was not built, one compiled regex over 8 MB blocks in forked processes.
 
 `whole_file` keeps a summary cache (`save_cache`): the figures of the log up to its last
 complete line, with the file's identity (device, inode, hashes of its first and last covered
@@ -20,6 +21,7 @@ time order (the assumption `agent.events.find_since` makes too).
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
@@ -28,15 +30,14 @@ import os
 import pickle
 import re
 import threading
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from itertools import accumulate
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
 from agent.events import EVENTS
+from voicectl.turnhist import Series, TurnHist
 
 #: A line that names a turn event, as the reference reader decides which lines to read.
 MENTION = re.compile(rb'"event"\s*:\s*"turn"')
@@ -45,25 +46,31 @@ _TS = rb"[1-9][0-9]*\.[0-9]+"
 # The rest of a line holds no "{" and the line ends in "}": both scans are fast loops in sre.
 _CLEAN = rb"(?=[^{]*\n)[^\n]*\}"
 _SPAN = rb'[a-z_]+","path":"[a-z_]+","ttft_ms":[-0-9.eEnul+]+'
-#: Per line: group 1 = mode..ttft of a trusted turn line; group 2 = a line needing the
-#: reference (not a clean writer line of another event). Clean lines of other events: no match.
-_FAST = re.compile(
-    rb'\n(?:\{"ts":' + _TS + rb',"event":"turn","mode":"(' + _SPAN + rb")[,}]" + _CLEAN
-    + rb"(?=\n)"
-    + rb'|(?!\{"ts":' + _TS + rb',"event":"(?!turn")' + _CLEAN + rb"\n)([^\n]*))"
-)
+
+
+@functools.cache
+def fast_pattern() -> re.Pattern[bytes]:
+    """Per line: group 1 = mode..ttft of a trusted turn line; group 2 = a line needing the
+    reference (not a clean writer line of another event). Clean lines of other events: no
+    match. Compiled on first use: the C scanner does without it."""
+    return re.compile(
+        rb'\n(?:\{"ts":' + _TS + rb',"event":"turn","mode":"(' + _SPAN + rb")[,}]" + _CLEAN
+        + rb"(?=\n)"
+        + rb'|(?!\{"ts":' + _TS + rb',"event":"(?!turn")' + _CLEAN + rb"\n)([^\n]*))"
+    )
+
+
 _TS_HEAD = re.compile(rb'\s*\{"ts":(' + _NUMBER.pattern + rb")[,}]")
 
 _first, _second = itemgetter(0), itemgetter(1)
 
-try:  # the same decision per line as _FAST, in C (optional extension, see pyproject.toml)
+try:  # the same decision per line as fast_pattern(), in C (optional: see pyproject.toml)
     from voicectl._turnscan import scan as native_scan
 except ImportError:  # pragma: no cover - no compiler when installed
     native_scan = None
 
 BLOCK = 8 << 20
 PARALLEL_MIN = 64 << 20
-PERCENTILES = (50, 95, 99)
 
 
 def _is_number(value: object) -> bool:
@@ -95,70 +102,15 @@ def read_turn(raw: bytes | str) -> dict | None:
     return record
 
 
-@dataclass
-class TurnHist:
-    """TTFT values per mode (value -> turns), turns without a TTFT, unreadable lines."""
-
-    values: dict[str, Counter] = field(default_factory=dict)
-    no_ttft: Counter = field(default_factory=Counter)
-    skipped: int = 0
-
-    def add(self, mode: str, ttft: float | None, n: int = 1) -> None:
-        if ttft is None:
-            self.no_ttft[mode] += n
-            return
-        counts = self.values.get(mode)
-        if counts is None:
-            counts = self.values[mode] = Counter()
-        counts[float(ttft)] += n
-
-    def merge(self, other: TurnHist) -> None:
-        for mode, counts in other.values.items():
-            self.values.setdefault(mode, Counter()).update(counts)
-        self.no_ttft.update(other.no_ttft)
-        self.skipped += other.skipped
-
-    def read_line(self, raw: bytes, n: int = 1) -> None:
-        """Count one raw line (n times) the reference way."""
-        try:
-            record = read_turn(raw)
-        except ValueError:
-            self.skipped += n
-            return
-        if record is not None:
-            self.add(record["mode"], record.get("ttft_ms"), n)
-
-    @property
-    def turns(self) -> int:
-        return sum(sum(c.values()) for c in self.values.values()) + sum(self.no_ttft.values())
-
-    def stats(self) -> dict[str, dict[str, float | int | None]]:
-        """count, p50, p95, p99, max (and turns without a TTFT) per mode."""
-        modes = sorted(set(self.values) | set(self.no_ttft))
-        return {m: mode_stats(self.values.get(m, Counter()), self.no_ttft[m]) for m in modes}
-
-
-def percentile(items: list[tuple[float, int]], cum: list[int], pct: float) -> float:
-    """Linear-interpolated percentile of sorted (value, count) items; cum = running counts."""
-    n = cum[-1]
-    rank = (n - 1) * pct / 100
-    low = math.floor(rank)
-    below = items[bisect_right(cum, low)][0]
-    above = items[bisect_right(cum, min(low + 1, n - 1))][0]
-    return below + (above - below) * (rank - low)
-
-
-def mode_stats(values: Counter, no_ttft: int = 0) -> dict[str, float | int | None]:
-    items = sorted(values.items())
-    out: dict[str, float | int | None] = {"count": sum(c for _, c in items)}
-    if not items:
-        out.update({f"p{p}": None for p in PERCENTILES}, max=None)
-    else:
-        cum = list(accumulate(c for _, c in items))
-        out.update({f"p{p}": round(percentile(items, cum, p), 3) for p in PERCENTILES})
-        out["max"] = items[-1][0]
-    out["no_ttft"] = no_ttft
-    return out
+def count_line(hist: TurnHist, raw: bytes, n: int = 1) -> None:
+    """Count one raw line (n times) the reference way."""
+    try:
+        record = read_turn(raw)
+    except ValueError:
+        hist.skipped += n
+        return
+    if record is not None:
+        hist.add(record["mode"], record.get("ttft_ms"), n)
 
 
 # -- the fast reader
@@ -207,7 +159,7 @@ def _scan_block(buf: bytes, start: int, end: int, raw: Counter, hist: TurnHist) 
         line_end = buf.find(b"\n", nul, end)
         if line_start > pos:
             _fast(buf, pos, line_start + 1, raw, hist)
-        hist.read_line(buf[line_start + 1:line_end])
+        count_line(hist, buf[line_start + 1:line_end])
         pos = line_end
         nul = buf.find(b"\x00", line_end, end)
     _fast(buf, pos, end, raw, hist)
@@ -215,20 +167,18 @@ def _scan_block(buf: bytes, start: int, end: int, raw: Counter, hist: TurnHist) 
 
 def _fast(buf: bytes, lo: int, hi: int, raw: Counter, hist: TurnHist) -> None:
     """The lines of buf[lo:hi] the fast way: the C scanner when built, else the regex."""
-    _count(_FAST.findall(buf, lo, hi), raw, hist)
+    _count(fast_pattern().findall(buf, lo, hi), raw, hist)
 
 
 def _count(matches: list[tuple[bytes, bytes]], raw: Counter, hist: TurnHist) -> None:
     """Trusted spans into `raw` (C loops only); the few other lines through the reference."""
     raw.update(map(_first, matches))
     for _, line in filter(_second, matches):
-        hist.read_line(line)
+        count_line(hist, line)
 
 
 def _scan_range(path: Path, lo: int, hi: int) -> TurnHist:
-    """Fast reading of the lines in [lo, hi); lo is a line start."""
-    if native_scan is not None and hi > lo:
-        return _scan_range_native(path, lo, hi)
+    """Fast reading of the lines in [lo, hi) without the C scanner; lo is a line start."""
     hist, raw = TurnHist(), Counter()
     carry = b""
     with path.open("rb", buffering=0) as fh:
@@ -243,33 +193,39 @@ def _scan_range(path: Path, lo: int, hi: int) -> TurnHist:
             if first < 0:
                 carry += block
                 continue
-            hist.read_line(carry + block[:first])
+            count_line(hist, carry + block[:first])
             if last > first:
                 _scan_block(block, first, last + 1, raw, hist)
             carry = block[last + 1:]
     if carry:
-        hist.read_line(carry)
-    return _fold(raw, hist)
+        count_line(hist, carry)
+    return _fold(raw, hist).settled()
 
 
-def _scan_range_native(path: Path, lo: int, hi: int) -> TurnHist:
-    """The C scanner over the mapped file in one call: no Python object per trusted line."""
+def _scan_native(path: Path, lo: int, hi: int, threads: int) -> TurnHist:
+    """The C scanner over [lo, hi) of the mapped file in one call, on `threads` threads: no
+    Python object per trusted line. Only the range is mapped."""
     hist = TurnHist()
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        values, no_ttft, skipped, refs = native_scan(mm, lo, min(hi, len(mm)))
-    hist.values = {mode: Counter(counts) for mode, counts in values.items()}
+    base = lo - lo % mmap.ALLOCATIONGRANULARITY
+    with path.open("rb") as fh:
+        hi = min(hi, os.fstat(fh.fileno()).st_size)
+        if hi <= lo:
+            return hist
+        with mmap.mmap(fh.fileno(), hi - base, offset=base, access=mmap.ACCESS_READ) as mm:
+            series, no_ttft, skipped, refs = native_scan(mm, lo - base, hi - base, threads)
+    hist.series = {mode: Series.from_bytes(*pair) for mode, pair in series.items()}
     hist.no_ttft.update(no_ttft)
     hist.skipped = skipped
     for line in refs:
-        hist.read_line(line)
-    return hist
+        count_line(hist, line)
+    return hist.settled()
 
 
 def scan_slow(path: Path | str, lo: int = 0, hi: int | None = None) -> TurnHist:
     """The reference: every line of [lo, hi) through `read_turn`."""
     hist = TurnHist()
     for line in _lines(Path(path), lo, hi):
-        hist.read_line(line)
+        count_line(hist, line)
     return hist
 
 
@@ -298,7 +254,8 @@ def _split_points(path: Path, lo: int, hi: int, parts: int) -> list[int]:
 
 
 def _workers(size: int) -> int:
-    if size < PARALLEL_MIN or not hasattr(os, "fork") or threading.active_count() > 1:
+    """How many parts to read [lo, hi) in: one per CPU (at most 8) for large ranges."""
+    if size < PARALLEL_MIN:
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -308,12 +265,22 @@ def _workers(size: int) -> int:
 
 
 def scan(path: Path | str, lo: int = 0, hi: int | None = None) -> TurnHist:
-    """Fast reading of [lo, hi) (a line start, default the whole file), over several processes
-    when the range is large."""
+    """Fast reading of [lo, hi) (a line start, default the whole file), in parallel when the
+    range is large: threads of the C scanner, else forked processes running the regex."""
     path = Path(path)
     if hi is None:
         hi = path.stat().st_size
-    points = _split_points(path, lo, hi, _workers(hi - lo))
+    if hi <= lo:
+        return TurnHist()
+    parts = _workers(hi - lo)
+    if native_scan is not None:
+        try:
+            return _scan_native(path, lo, hi, parts)
+        except OSError:  # the file cannot be mapped (a special file, no address space): read it
+            pass
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        parts = 1  # forking a threaded process is unsafe
+    points = _split_points(path, lo, hi, parts)
     enabled = gc.isenabled()
     gc.disable()  # millions of short-lived tuples: collection passes only cost time here
     try:
@@ -470,8 +437,6 @@ def _identity(fh, end: int) -> dict[str, object]:
 
 def load_cache(cache: Path, path: Path) -> tuple[int, TurnHist] | None:
     """(covered bytes, their figures) when `cache` describes the start of `path` as it is now."""
-    from array import array
-
     try:
         blob = cache.read_bytes()
         header, _, body = blob.partition(b"\n")
@@ -483,11 +448,9 @@ def load_cache(cache: Path, path: Path) -> tuple[int, TurnHist] | None:
         hist = TurnHist(skipped=meta["skipped"], no_ttft=Counter(meta["no_ttft"]))
         pos = 0
         for mode, n in meta["modes"].items():
-            values, counts = array("d"), array("q")
-            values.frombytes(body[pos:pos + 8 * n])
-            counts.frombytes(body[pos + 8 * n:pos + 16 * n])
+            hist.series[mode] = Series.from_bytes(body[pos:pos + 8 * n],
+                                                  body[pos + 8 * n:pos + 16 * n])
             pos += 16 * n
-            hist.values[mode] = Counter(dict(zip(values, counts, strict=True)))
         return end, hist
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -495,17 +458,13 @@ def load_cache(cache: Path, path: Path) -> tuple[int, TurnHist] | None:
 
 def save_cache(cache: Path, path: Path, end: int, hist: TurnHist) -> None:
     """Remember the figures of path[:end] (end: a line boundary); best effort."""
-    from array import array
-
     try:
         with path.open("rb") as fh:
             identity = _identity(fh, end)
         body, modes = [], {}
-        for mode, counter in hist.values.items():
-            items = sorted(counter.items())
-            modes[mode] = len(items)
-            body.append(array("d", (v for v, _ in items)).tobytes())
-            body.append(array("q", (c for _, c in items)).tobytes())
+        for mode, series in hist.settled().series.items():
+            modes[mode] = len(series.values)
+            body += [series.values.tobytes(), series.counts.tobytes()]
         meta = {"identity": identity, "end": end, "skipped": hist.skipped,
                 "no_ttft": dict(hist.no_ttft), "modes": modes}
         cache.parent.mkdir(parents=True, exist_ok=True)
