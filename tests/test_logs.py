@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import os
 import random
 import re
@@ -532,6 +533,32 @@ def test_many_distinct_values_equal_the_reference(tmp_path, fast_path, monkeypat
     monkeypatch.setattr(ttft, "_workers", lambda size: 2)
     assert figures(ttft.scan(path)) == figures(reference)
     assert reference.stats()["letta"]["count"] == 30_000
+
+
+def test_a_log_truncated_while_being_read_is_read_again_not_a_crash(tmp_path, monkeypatch):
+    # another program truncating the log under the C scanner's mapping raises SIGBUS: the
+    # scanner turns it into OSError, and scan() reads what the file holds now
+    if ttft.native_scan is None:
+        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+    path = tmp_path / "events.jsonl"
+    write_events(path, [turn(NOW + i, "hybrid", 1.0 + i % 7) for i in range(50_000)])
+    size = path.stat().st_size
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert ttft.native_scan(mm, 0, size, 2)[0]["hybrid"]
+        os.truncate(path, 4096)
+        for threads in (1, 2, 4):
+            with pytest.raises(OSError, match="shorter"):
+                ttft.native_scan(mm, 0, size, threads)
+    write_events(path, [turn(NOW + i, "letta", 2.0 + i % 5) for i in range(50_000)])
+    real = ttft.native_scan
+
+    def truncated_meanwhile(buf, lo, hi, threads):
+        os.truncate(path, 8192)
+        return real(buf, lo, hi, threads)
+
+    monkeypatch.setattr(ttft, "native_scan", truncated_meanwhile)
+    hist = ttft.scan(path)
+    assert figures(hist) == figures(ttft.scan_slow(path)) and 0 < hist.turns < 100
 
 
 def test_the_c_scanner_is_built_where_a_compiler_is():

@@ -13,6 +13,8 @@
  *     reference reader, in file order.
  *   The range is cut at line starts into `threads` parts scanned without the GIL, each into a
  *   compact hash table keyed by (mode, token); the tables are merged, then sorted per mode.
+ *   OSError when the mapped file got shorter meanwhile (the SIGBUS that would kill the
+ *   process is caught while the file is read).
  *
  * merge(values_a, counts_a, values_b, counts_b) -> (values, counts)
  *   Two such sorted series as one (equal values add their counts).
@@ -23,6 +25,8 @@
 #include <Python.h>
 #include <math.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,7 +199,7 @@ typedef struct {
     Py_ssize_t size, used;
     int shift;          /* 64 - log2(size) */
     int overflow;       /* a count passed 2**32 - 1 */
-    const char *modes[ALL_MODES];
+    char *modes[ALL_MODES];     /* copies: the mapped file may go away */
     Py_ssize_t mlens[ALL_MODES];
     uint64_t mheads[ALL_MODES];  /* a mode's first 8 bytes, zero-padded */
     int nmodes, max_modes;
@@ -252,14 +256,17 @@ static inline uint64_t head(const char *p, Py_ssize_t n, int room) {
     return w;
 }
 
-/* The mode's index, added when new; -1 when the list is full. */
+/* The mode's index, added when new; -1 when the list is full (or out of memory). */
 static int mode_index(Table *tb, const char *m, Py_ssize_t ml, uint64_t mh) {
     for (int i = 0; i < tb->nmodes; i++)
         if (tb->mheads[i] == mh && tb->mlens[i] == ml &&
             (ml <= 8 || memcmp(tb->modes[i], m, ml) == 0))
             return i;
     if (tb->nmodes == tb->max_modes) return -1;
-    tb->modes[tb->nmodes] = m;
+    char *copy = malloc(ml);
+    if (!copy) return -1;
+    memcpy(copy, m, ml);
+    tb->modes[tb->nmodes] = copy;
     tb->mlens[tb->nmodes] = ml;
     tb->mheads[tb->nmodes] = mh;
     return tb->nmodes++;
@@ -297,23 +304,78 @@ typedef struct {
     const char *b;
     Py_ssize_t lo, hi;
     Table tb;
-    Py_ssize_t *refs;   /* (start, end) pairs */
+    char *text;         /* the lines for the reference, copied one after the other */
+    Py_ssize_t ntext, text_cap;
+    Py_ssize_t *ends;   /* where each of them ends in `text` */
     Py_ssize_t nrefs, cap;
     int failed;         /* out of memory */
+    int shrank;         /* the file got shorter than its mapping while being read */
 } Part;
 
-static int add_ref(Part *pt, Py_ssize_t s, Py_ssize_t e) {
+static int add_ref(Part *pt, const char *line, Py_ssize_t n) {
     if (pt->nrefs == pt->cap) {
         Py_ssize_t cap = pt->cap ? pt->cap * 2 : 256;
-        Py_ssize_t *refs = PyMem_RawRealloc(pt->refs, cap * 2 * sizeof(Py_ssize_t));
-        if (!refs) return -1;
-        pt->refs = refs;
+        Py_ssize_t *ends = realloc(pt->ends, cap * sizeof(Py_ssize_t));
+        if (!ends) return -1;
+        pt->ends = ends;
         pt->cap = cap;
     }
-    pt->refs[2 * pt->nrefs] = s;
-    pt->refs[2 * pt->nrefs + 1] = e;
-    pt->nrefs++;
+    if (pt->ntext + n > pt->text_cap) {
+        Py_ssize_t cap = pt->text_cap ? pt->text_cap : 1 << 16;
+        while (cap < pt->ntext + n) cap *= 2;
+        char *text = realloc(pt->text, cap);
+        if (!text) return -1;
+        pt->text = text;
+        pt->text_cap = cap;
+    }
+    memcpy(pt->text + pt->ntext, line, n);
+    pt->ntext += n;
+    pt->ends[pt->nrefs++] = pt->ntext;
     return 0;
+}
+
+/* -- a file that shrinks while mapped (truncated by another program): a read past its new
+ * end raises SIGBUS in the reading thread. The part then stops, and scan() raises OSError
+ * (ttft.py then reads the file instead). Other SIGBUS go to the handler that was there. */
+
+static __thread sigjmp_buf *volatile bus_jump;
+
+/* Reads of the file between bus_catch(&jump) and bus_catch(NULL) stay between them: the compiler may not move or drop the
+ * stores of bus_jump around calls it knows, such as memchr. */
+static inline void bus_catch(sigjmp_buf *jump) {
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    bus_jump = jump;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+static struct sigaction bus_previous;
+static int bus_users;
+static pthread_mutex_t bus_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_sigbus(int sig, siginfo_t *info, void *ctx) {
+    if (bus_jump) siglongjmp(*bus_jump, 1);
+    if (bus_previous.sa_flags & SA_SIGINFO) {
+        bus_previous.sa_sigaction(sig, info, ctx);
+    } else if (bus_previous.sa_handler != SIG_DFL && bus_previous.sa_handler != SIG_IGN) {
+        bus_previous.sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+}
+
+static void bus_guard(int on) {
+    pthread_mutex_lock(&bus_lock);
+    if (on && bus_users++ == 0) {
+        struct sigaction act;
+        memset(&act, 0, sizeof(act));
+        act.sa_sigaction = on_sigbus;
+        act.sa_flags = SA_SIGINFO;
+        sigemptyset(&act.sa_mask);
+        sigaction(SIGBUS, &act, &bus_previous);
+    } else if (!on && --bus_users == 0) {
+        sigaction(SIGBUS, &bus_previous, NULL);
+    }
+    pthread_mutex_unlock(&bus_lock);
 }
 
 static const char TURN[] = ",\"event\":\"turn\",\"mode\":\"";
@@ -322,8 +384,7 @@ static const char PATH[] = "\",\"path\":\"";
 static const char TTFT[] = "\",\"ttft_ms\":";
 #define LEN(s) ((Py_ssize_t)sizeof(s) - 1)
 
-static void *scan_part(void *arg) {
-    Part *pt = arg;
+static void scan_lines(Part *pt) {
     const char *b = pt->b;
     const Py_ssize_t end = pt->hi;
     Table *tb = &pt->tb;
@@ -389,16 +450,30 @@ static void *scan_part(void *arg) {
             continue;
         }
     reference:
-        if (le > ls && add_ref(pt, ls, le) < 0) goto oom;
+        if (le > ls && add_ref(pt, b + ls, le - ls) < 0) goto oom;
         ls = le + 1;
     }
     for (unsigned i = pushed > RING ? pushed - RING : 0; i < pushed; i++) {
         if (room(tb) < 0) goto oom;
         count_key(tb, &ring[i & (RING - 1)], 1);
     }
-    return NULL;
+    return;
 oom:
     pt->failed = 1;
+}
+
+/* A part on its thread: every read of the mapped file happens in here. */
+static void *scan_part(void *arg) {
+    Part *pt = arg;
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 1)) {
+        bus_jump = NULL;
+        pt->shrank = 1;
+        return NULL;
+    }
+    bus_catch(&jump);
+    scan_lines(pt);
+    bus_catch(NULL);
     return NULL;
 }
 
@@ -543,6 +618,20 @@ static void cut(const char *b, Py_ssize_t start, Py_ssize_t end, int n, Py_ssize
     cuts[n] = end;
 }
 
+/* cut() where a shrinking file cannot kill the process: 1, or 0 when the file shrank. */
+static int cut_guarded(const char *b, Py_ssize_t start, Py_ssize_t end, int n,
+                       Py_ssize_t *cuts) {
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 1)) {
+        bus_jump = NULL;
+        return 0;
+    }
+    bus_catch(&jump);
+    cut(b, start, end, n, cuts);
+    bus_catch(NULL);
+    return 1;
+}
+
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start, end;
@@ -563,28 +652,38 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     uint64_t skipped = 0;
     memset(parts, 0, sizeof(parts));
     if (!out || !no_ttft || !refs) goto done;
-    cut(b, start, end, threads, cuts);
-    for (int i = 0; i < threads; i++) {
+    int shrank = 0, nomem = 0;
+    bus_guard(1);
+    Py_BEGIN_ALLOW_THREADS
+    shrank = !cut_guarded(b, start, end, threads, cuts);
+    for (int i = 0; i < threads && !shrank; i++) {
         parts[i] = (Part){.b = b, .lo = cuts[i], .hi = cuts[i + 1]};
         parts[i].tb.max_modes = MAX_MODES;
-        if (grow(&parts[i].tb) < 0) {
-            PyErr_NoMemory();
-            goto done;
+        nomem |= grow(&parts[i].tb) < 0;
+    }
+    if (!shrank && !nomem) {
+        for (int i = 1; i < threads; i++)
+            started[i] = pthread_create(&ids[i], NULL, scan_part, &parts[i]) == 0;
+        scan_part(&parts[0]);
+        for (int i = 1; i < threads; i++) {
+            if (started[i]) pthread_join(ids[i], NULL);
+            else scan_part(&parts[i]);
         }
+        for (int i = 0; i < threads; i++) {
+            shrank |= parts[i].shrank;
+            nomem |= parts[i].failed;
+        }
+        parts[0].tb.max_modes = ALL_MODES;  /* part 0 takes in the others' modes */
+        for (int i = 1; i < threads && !shrank && !nomem; i++)
+            nomem |= absorb(&parts[0].tb, &parts[i].tb) < 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (int i = 1; i < threads; i++)
-        started[i] = pthread_create(&ids[i], NULL, scan_part, &parts[i]) == 0;
-    scan_part(&parts[0]);
-    for (int i = 1; i < threads; i++) {
-        if (started[i]) pthread_join(ids[i], NULL);
-        else scan_part(&parts[i]);
-    }
-    parts[0].tb.max_modes = ALL_MODES;  /* part 0 takes in the others' modes */
-    for (int i = 1; i < threads && !parts[0].failed; i++)
-        if (parts[i].failed || absorb(&parts[0].tb, &parts[i].tb) < 0) parts[0].failed = 1;
     Py_END_ALLOW_THREADS
-    if (parts[0].failed) {
+    bus_guard(0);
+    if (shrank) {
+        PyErr_SetString(PyExc_OSError, "the file got shorter while being read");
+        goto done;
+    }
+    if (nomem) {
         PyErr_NoMemory();
         goto done;
     }
@@ -596,8 +695,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
     for (int i = 0; i < threads; i++) {
         for (Py_ssize_t r = 0; r < parts[i].nrefs; r++) {
-            Py_ssize_t s = parts[i].refs[2 * r], e = parts[i].refs[2 * r + 1];
-            PyObject *line = PyBytes_FromStringAndSize(b + s, e - s);
+            Py_ssize_t s = r ? parts[i].ends[r - 1] : 0, e = parts[i].ends[r];
+            PyObject *line = PyBytes_FromStringAndSize(parts[i].text + s, e - s);
             int bad = !line || PyList_Append(refs, line) < 0;
             Py_XDECREF(line);
             if (bad) goto done;
@@ -608,7 +707,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 done:
     for (int i = 0; i < threads; i++) {
         free(parts[i].tb.slots);
-        PyMem_RawFree(parts[i].refs);
+        for (int m = 0; m < parts[i].tb.nmodes; m++) free(parts[i].tb.modes[m]);
+        free(parts[i].text);
+        free(parts[i].ends);
     }
     PyBuffer_Release(&view);
     Py_XDECREF(out);

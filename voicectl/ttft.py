@@ -276,7 +276,7 @@ def scan(path: Path | str, lo: int = 0, hi: int | None = None) -> TurnHist:
     if native_scan is not None:
         try:
             return _scan_native(path, lo, hi, parts)
-        except OSError:  # the file cannot be mapped (a special file, no address space): read it
+        except OSError:  # not mappable, or truncated by another program while read: read it
             pass
     if not hasattr(os, "fork") or threading.active_count() > 1:
         parts = 1  # forking a threaded process is unsafe
