@@ -129,9 +129,11 @@ async def test_persistent_failure_opens_breaker_and_every_turn_is_answered(
         assert len(chat_requests(stub)) == before
         assert agent.turn.errors[0] == "hybrid:circuit_open"
 
-        # the LLM recovers: after the reset pause one trial closes the circuit again
+        # the LLM recovers: after the reset pause one trial (the health probe's, so no user
+        # turn is spent on it) closes the circuit again. A turn while that trial is out is
+        # refused by design, so wait for the close rather than for the pause alone.
         stub.control(fault=None)
-        await _wait_for(lambda: agent.runtime.breakers["llm"].state != r.OPEN, 3.0)
+        await _wait_for(lambda: agent.runtime.breakers["llm"].state == r.CLOSED, 3.0)
         assert await agent.say("Back again") == "You said: Back again."
         assert agent.runtime.breakers["llm"].state == r.CLOSED
     transitions = [(c["from"], c["to"]) for c in events(settings, "circuit")
