@@ -11,6 +11,7 @@ from livekit.api import TokenVerifier
 
 from tests.cli_project import REPO, Project, base_env, free_port, standin_cmd
 from tests.fakes.livekit_server import start_fake_livekit
+from voicectl import ttft
 
 
 @pytest.fixture
@@ -131,11 +132,21 @@ def test_doctor_flags_dev_keys_on_public_bind(project):
     checks = {c["name"]: c for c in json.loads(res.stdout)}
     assert checks["dev keys"]["status"] == "fail"
     assert "LIVEKIT_API_KEY" in checks["dev keys"]["fix"]
+    assert checks["log scanner"]["status"] == ("ok" if ttft.native_scan else "warn")
     for c in checks.values():
         assert set(c) == {"name", "status", "detail", "fix"}
         assert c["status"] in ("ok", "warn", "fail")
         if c["status"] == "fail":
             assert c["fix"], c
+
+
+def test_doctor_warns_when_the_log_scanner_is_not_built(monkeypatch):
+    from voicectl.doctor import check_log_scanner
+
+    monkeypatch.setitem(sys.modules, "voicectl._turnscan", None)  # import fails as unbuilt
+    check = check_log_scanner()
+    assert check.status == "warn" and "14x slower" in check.detail
+    assert "python3-dev" in check.fix
 
 
 def test_doctor_names_the_holder_of_a_port(project, fake_livekit):

@@ -55,7 +55,20 @@ def check_python() -> list[Check]:
                          "make install  (or: pip install -e .)"))
     else:
         out.append(Check("packages", OK, ", ".join(found[:3])))
+    out.append(check_log_scanner())
     return out
+
+
+def check_log_scanner() -> Check:
+    """The C scanner behind `logs --ttft`: without it the regex reader gives the same figures,
+    about 14x slower."""
+    try:
+        import voicectl._turnscan  # noqa: F401
+    except ImportError:
+        return Check("log scanner", WARN, "C scanner not built: logs --ttft reads with the regex "
+                     "reader (about 14x slower)", "apt-get install -y gcc python3-dev, then "
+                     "pip install --no-deps --force-reinstall -e .")
+    return Check("log scanner", OK, "C scanner built (voicectl._turnscan)")
 
 
 def check_livekit_binary(s: Settings, specs: dict[str, ServiceSpec]) -> Check:
