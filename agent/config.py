@@ -40,6 +40,10 @@ class Settings:
     livekit_server_bin: str = _f(
         "LIVEKIT_SERVER_BIN", "livekit-server", "livekit-server binary (path or name on PATH)"
     )
+    livekit_release_url: str = _f(
+        "VOICECTL_LIVEKIT_RELEASE_URL", "",
+        "where install livekit downloads from (default: LiveKit's GitHub release)"
+    )
     # Letta
     letta_mode: str = _f(
         "LETTA_MODE", "", "managed | external (default: managed for a loopback URL)"

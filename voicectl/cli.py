@@ -394,6 +394,44 @@ def install_letta() -> None:
     console.print(f"✓ letta installed in {managed_letta.venv_path(s)}", style="green")
 
 
+@install_app.command("livekit")
+def install_livekit(
+    force: Annotated[bool, typer.Option("--force", help="Download and install again.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Install the pinned livekit-server release into the state directory (checksum-verified)."""
+    from voicectl import livekit_install as lk
+
+    s = settings()
+    asset = lk.asset_name()
+    progress = None if json_out or not sys.stderr.isatty() else _byte_progress(asset)
+    report = lk.install(s.home, lk.release_url(s.livekit_release_url), force=force,
+                        progress=progress, asset=asset)
+    if progress is not None and report["downloaded"]:
+        sys.stderr.write("\n")
+    if json_out:
+        _out(report)
+        return
+    already = "" if report["downloaded"] else "already "
+    sys.stdout.write(f"✓ livekit-server {report['version']} {already}installed at "
+                     f"{report['path']}\n")
+
+
+def _byte_progress(label: str):
+    """A progress callback redrawing one stderr line, at most once per MiB."""
+    last = [-1]
+
+    def show(done: int, total: int | None) -> None:
+        if done // 2**20 == last[0] and done != total:
+            return
+        last[0] = done // 2**20
+        of = f" / {total / 2**20:.1f}" if total else ""
+        sys.stderr.write(f"\r… {label} {done / 2**20:.1f}{of} MiB")
+        sys.stderr.flush()
+
+    return show
+
+
 @letta_app.command("agents")
 def letta_agents(json_out: JsonOpt = False) -> None:
     """List the Letta server's agents."""
