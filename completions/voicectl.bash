@@ -19,8 +19,9 @@ _voicectl_words() {
         "doctor") words="--help --json" ;;
         "down") words="livekit postgres letta agent web --help" ;;
         "hybrid") words="on off status --help --json" ;;
-        "install") words="letta --help" ;;
+        "install") words="letta livekit --help" ;;
         "install letta") words="--help" ;;
+        "install livekit") words="--force --help --json" ;;
         "letta") words="agents create --help" ;;
         "letta agents") words="--help --json" ;;
         "letta create") words="--help --json" ;;

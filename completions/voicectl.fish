@@ -41,8 +41,12 @@ complete -c voicectl -n '__fish_seen_subcommand_from hybrid' -a status
 complete -c voicectl -n '__fish_seen_subcommand_from hybrid' -l help
 complete -c voicectl -n '__fish_seen_subcommand_from hybrid' -l json
 complete -c voicectl -n '__fish_seen_subcommand_from install' -a letta -d 'Install the managed Letta server (own venv) and initialise its Postgres.'
+complete -c voicectl -n '__fish_seen_subcommand_from install' -a livekit -d 'Install the pinned livekit-server release into the state directory (checksum-verified).'
 complete -c voicectl -n '__fish_seen_subcommand_from install' -l help
 complete -c voicectl -n '__fish_seen_subcommand_from install && __fish_seen_subcommand_from letta' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from install && __fish_seen_subcommand_from livekit' -l force
+complete -c voicectl -n '__fish_seen_subcommand_from install && __fish_seen_subcommand_from livekit' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from install && __fish_seen_subcommand_from livekit' -l json
 complete -c voicectl -n '__fish_seen_subcommand_from letta' -a agents -d 'List the Letta servers agents.'
 complete -c voicectl -n '__fish_seen_subcommand_from letta' -a create -d 'Create a voice-ready Letta agent - persona and human memory, sleep-time compute.'
 complete -c voicectl -n '__fish_seen_subcommand_from letta' -l help
