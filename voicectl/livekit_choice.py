@@ -106,7 +106,7 @@ def choose(settings: Settings) -> LiveKitChoice:
     port = str(settings.livekit_port)
     override = command_override(settings, "livekit")
     if override is not None:
-        return LiveKitChoice(COMMAND, "", argv=override)
+        return LiveKitChoice(COMMAND, override[0] if override else "", argv=override)
     host = urlsplit(settings.livekit_url).hostname or ""
     if host not in LOOPBACK_HOSTS:
         return LiveKitChoice(EXTERNAL, settings.livekit_url)
