@@ -204,3 +204,17 @@ def test_up_runs_the_embedded_server_with_keys_in_its_environment(project):
     assert proc.environ()["LIVEKIT_KEYS"] == f"{KEY}: {SECRET}"
     _assert_no_secret_in_any_argv(project, row["pid"])
     assert doctor_check(project, "livekit credentials")["status"] == "ok"
+
+
+def test_status_names_the_server_that_runs_not_the_one_configured_now():
+    from voicectl.livekit_choice import LiveKitChoice, running_kind
+
+    binary = LiveKitChoice("binary", "PATH", argv=["/x/livekit-server"], path="/x/livekit-server")
+    embedded = LiveKitChoice("embedded", "no livekit-server binary found", argv=["py"])
+    started_embedded = [sys.executable, "-m", "voicectl.livekit_dev", "--port", "7880"]
+    assert running_kind(binary, started_embedded) == ("embedded", "")
+    assert running_kind(binary, ["/x/livekit-server", "--dev"]) == ("binary", "/x/livekit-server")
+    assert running_kind(embedded, ["/bin/sh", "/y/livekit-server", "--dev"]) == (
+        "binary", "/y/livekit-server")
+    assert running_kind(embedded, ["/opt/other-sfu"]) == ("command", "")
+    assert running_kind(embedded, started_embedded) == ("embedded", "")
