@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 ENV_FILE_NAME = ".env"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+LIVEKIT_SERVER_MODES = ("auto", "binary", "embedded")
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,10 @@ class Settings:
     livekit_release_url: str = _f(
         "VOICECTL_LIVEKIT_RELEASE_URL", "",
         "where install livekit downloads from (default: LiveKit's GitHub release)"
+    )
+    livekit_server: str = _f(
+        "LIVEKIT_SERVER", "auto", "auto | binary | embedded: the livekit-server binary when "
+        "found (auto), always (binary), or voicectl's embedded dev server"
     )
     # Letta
     letta_mode: str = _f(
@@ -331,6 +336,9 @@ def load_settings(
 def _validate(s: Settings) -> None:
     if s.letta_mode not in ("", "managed", "external"):
         raise ConfigError(f"LETTA_MODE={s.letta_mode!r} must be managed or external")
+    if s.livekit_server not in LIVEKIT_SERVER_MODES:
+        raise ConfigError(f"LIVEKIT_SERVER={s.livekit_server!r} must be "
+                          f"{', '.join(LIVEKIT_SERVER_MODES[:-1])} or {LIVEKIT_SERVER_MODES[-1]}")
     for attr, schemes in (
         ("livekit_url", ("ws", "wss", "http", "https")),
         ("letta_server_url", ("http", "https")),

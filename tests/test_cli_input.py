@@ -32,6 +32,8 @@ def _one_line_error(res, code: int) -> str:
         (["status"], {"LIVEKIT_URL": "nonsense"}, "LIVEKIT_URL='nonsense'"),
         (["status"], {"USE_HYBRID_STREAMING": "maybe"}, "not true or false"),
         (["status"], {"LETTA_MODE": "cloudy"}, "LETTA_MODE"),
+        (["status"], {"LIVEKIT_SERVER": "docker"}, "LIVEKIT_SERVER='docker' must be auto, "
+         "binary or embedded"),
         (["--env-file", "missing.env", "status"], {}, "no such file"),
         (["up", "livekit"], {"VOICECTL_LIVEKIT_CMD": "'unclosed"}, "cannot be split"),
     ],
@@ -42,11 +44,14 @@ def test_bad_input_exits_2(project, args, env, needle):
 
 
 def test_missing_binary_is_one_line_exit_1(project):
-    res = project.run("up", "livekit", env={"LIVEKIT_SERVER_BIN": "no-such-livekit-server",
-                                            "LETTA_MODE": "external"})
+    res = project.run("up", "livekit", env={"LIVEKIT_SERVER": "binary",
+                                            "LIVEKIT_SERVER_BIN": "no-such-livekit-server",
+                                            "LETTA_MODE": "external", "PATH": "/usr/bin:/bin"})
     line = _one_line_error(res, 1)
-    assert "'no-such-livekit-server' not found on PATH" in line
-    assert "LIVEKIT_SERVER_BIN" in line
+    assert "LIVEKIT_SERVER=binary but no livekit-server found" in line
+    assert "LIVEKIT_SERVER_BIN 'no-such-livekit-server'" in line
+    for fix in ("voicectl install livekit", "LIVEKIT_SERVER_BIN", "LIVEKIT_SERVER=embedded"):
+        assert fix in line
 
 
 def test_unknown_option_is_usage_error(project):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -71,22 +69,29 @@ def check_log_scanner() -> Check:
     return Check("log scanner", OK, "C scanner built (voicectl._turnscan)")
 
 
-def check_livekit_binary(s: Settings, specs: dict[str, ServiceSpec]) -> Check:
-    if s.voicectl_livekit_cmd:
-        program = specs["livekit"].argv[0]
+def check_livekit_server(specs: dict[str, ServiceSpec]) -> Check:
+    """Which LiveKit server runs (check name `livekit-server`, kept for scripts): the binary is
+    ok, the embedded dev server a warning naming its limits and how to get the real one."""
+    from voicectl import livekit_choice as lc
+
+    choice = specs["livekit"].server
+    assert choice is not None
+    if choice.kind == lc.COMMAND:
+        program = choice.argv[0] if choice.argv else "?"
         return Check("livekit-server", WARN, f"replaced by VOICECTL_LIVEKIT_CMD ({program})",
-                     "unset VOICECTL_LIVEKIT_CMD to use the binary")
-    path = shutil.which(s.livekit_server_bin)
-    if path is None:
-        return Check("livekit-server", FAIL, f"{s.livekit_server_bin!r} not found on PATH",
-                     "install livekit-server (README: 'What each service needs') or set "
-                     "LIVEKIT_SERVER_BIN")
-    try:
-        res = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5)
-        version = (res.stdout or res.stderr).strip().splitlines()[0]
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        version = "version unknown"
-    return Check("livekit-server", OK, f"{path}: {version}")
+                     "unset VOICECTL_LIVEKIT_CMD to use the binary or the embedded server")
+    if choice.kind == lc.EXTERNAL:
+        return Check("livekit-server", OK, f"external server {choice.reason}: none runs here")
+    if choice.problem:
+        return Check("livekit-server", FAIL, f"LIVEKIT_SERVER=binary, none found in "
+                     f"{choice.looked}", f"{lc.GET_BINARY}; or LIVEKIT_SERVER=embedded")
+    if choice.kind == lc.EMBEDDED:
+        why = (f"no livekit-server in {choice.looked}" if choice.looked
+               else "LIVEKIT_SERVER=embedded")
+        return Check("livekit-server", WARN, f"embedded dev server ({why}): "
+                     f"{lc.EMBEDDED_LIMITS}",
+                     f"for the real server: {lc.GET_BINARY}")
+    return Check("livekit-server", OK, f"{choice.path}: {lc.binary_version(choice.path)}")
 
 
 def check_letta_install(s: Settings) -> list[Check]:
@@ -263,7 +268,7 @@ def run_checks(s: Settings, specs: dict[str, ServiceSpec]) -> list[Check]:
     """All checks; the slow network ones run in parallel."""
     rows = all_status(s, specs)
     state = {r.name: r.state for r in rows}
-    checks = [*check_python(), check_livekit_binary(s, specs), *check_letta_install(s),
+    checks = [*check_python(), check_livekit_server(specs), *check_letta_install(s),
               *check_keys(s), *check_ports(s, specs), *check_services(rows)]
     slow: list[Callable[[], Check]] = [
         lambda: check_livekit_api(s, state.get("livekit") == "running"),

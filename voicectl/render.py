@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.config import Settings, config_fields, mask
+from voicectl.livekit_choice import label
 from voicectl.status import ServiceStatus
 
 _STATE_STYLE = {
@@ -47,7 +48,11 @@ def status_table(rows: list[ServiceStatus], console: Console | None = None) -> N
             _megabytes(r.memory_bytes),
             r.health,
         )
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    for r in rows:
+        if r.server:
+            console.print(f"{r.name}: {label(r.server, r.server_path or '')}", highlight=False)
 
 
 def config_rows(s: Settings) -> list[dict]:

@@ -14,6 +14,8 @@ from pathlib import Path
 from agent.config import Settings
 from agent.events import find_since
 from voicectl.errors import UsageError, VoicectlError
+from voicectl.livekit_choice import LiveKitChoice
+from voicectl.livekit_choice import choose as choose_livekit
 from voicectl.probes import ProbeResult, probe_letta, probe_text, probe_worker
 
 #: Probe signature: (pid of the running process or None, its start time) -> result.
@@ -39,6 +41,7 @@ class ServiceSpec:
     prepare: Prepare | None = None
     spawn_kwargs: Callable[[], dict] | None = None  # extra Popen arguments (user, group)
     stop_signal: int = signal.SIGTERM
+    server: LiveKitChoice | None = None  # which LiveKit server this is (livekit only)
 
     @property
     def external(self) -> bool:
@@ -58,22 +61,19 @@ def command_override(settings: Settings, name: str) -> list[str] | None:
 
 
 def _livekit(settings: Settings) -> ServiceSpec:
-    argv = command_override(settings, "livekit") or [
-        settings.livekit_server_bin,
-        "--dev",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(settings.livekit_port),
-    ]
-    return ServiceSpec(
+    choice = choose_livekit(settings)
+    spec = ServiceSpec(
         name="livekit",
-        argv=argv,
+        argv=choice.argv,
         url=settings.livekit_url,
-        ports=[settings.livekit_port],
         probe=lambda _pid, _since: probe_text(settings.livekit_http_url + "/", "OK"),
         start_timeout=30.0,
+        env=dict(choice.env),
+        server=choice,
     )
+    if not spec.external:
+        spec.ports = [settings.livekit_port]
+    return spec
 
 
 def _letta(settings: Settings) -> ServiceSpec:
@@ -175,16 +175,15 @@ def resolve_executable(spec: ServiceSpec) -> None:
     """Fail early, in one line, when a service's program cannot be found."""
     if spec.argv is None:
         return
+    if spec.server is not None and spec.server.problem:
+        raise VoicectlError(f"{spec.name}: {spec.server.problem}")
     program = spec.argv[0]
     if os.sep in program:
         if not os.access(program, os.X_OK):
             raise VoicectlError(f"{spec.name}: {program} is not an executable file")
         return
     if shutil.which(program) is None:
-        hint = {
-            "livekit": "install livekit-server (see README) or set LIVEKIT_SERVER_BIN "
-            "or VOICECTL_LIVEKIT_CMD",
-        }.get(spec.name, f"set VOICECTL_{spec.name.upper()}_CMD")
+        hint = f"set VOICECTL_{spec.name.upper()}_CMD"
         raise VoicectlError(f"{spec.name}: {program!r} not found on PATH; {hint}")
 
 

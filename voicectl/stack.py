@@ -138,6 +138,8 @@ def _start_in_order(settings: Settings, services: dict[str, ServiceSpec], to_sta
             if spec.prepare is not None and name in launch:
                 spec.prepare(lambda msg, n=name: printer.state(n, msg))
             if name in launch:
+                if spec.server is not None:  # say which LiveKit server runs, and why
+                    printer.note(f"{name}: {spec.server.describe()}")
                 spawn_keeper(settings, name)
                 printer.state(name, "starting")
             else:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import psutil
 
 from agent.config import Settings
+from voicectl.livekit_choice import running_kind
 from voicectl.records import ServiceRecord, read_record
 from voicectl.services import ServiceSpec
 from voicectl.supervisor import live_child, live_keeper
@@ -30,6 +31,8 @@ class ServiceStatus:
     memory_bytes: int | None = None
     url: str = ""
     external: bool = False
+    server: str | None = None  # livekit: binary | embedded | command | external
+    server_path: str | None = None  # livekit: the binary's path (server == "binary")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,6 +54,8 @@ def _memory(proc: psutil.Process) -> int | None:
 def service_status(spec: ServiceSpec, record: ServiceRecord | None) -> ServiceStatus:
     """Combine record, live processes and probe into a state."""
     st = ServiceStatus(name=spec.name, state="stopped", ports=list(spec.ports), url=spec.url)
+    if spec.server is not None:
+        st.server, st.server_path = spec.server.kind, spec.server.path or None
     if spec.external:
         st.external = True
         result = spec.probe(None, 0.0)
@@ -76,6 +81,9 @@ def service_status(spec: ServiceSpec, record: ServiceRecord | None) -> ServiceSt
             st.health = f"pid {record.pid} is gone and nothing supervises it (stale record)"
         return st
     st.pid = child.pid
+    if spec.server is not None:
+        kind, path = running_kind(spec.server, record.cmd)
+        st.server, st.server_path = kind, path or None
     st.uptime_s = round(time.time() - record.started_at, 1)
     st.memory_bytes = _memory(child)
     result = spec.probe(child.pid, record.started_at)
