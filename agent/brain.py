@@ -456,6 +456,7 @@ class Brain:
             errors=turn.errors[-6:],
             turn=turn.otid,
             source=self.runtime.source,
+            **({"room": self.runtime.room} if self.runtime.room else {}),
         )
         self.runtime.observe_turn(turn, end)
         # Letta saw the turn itself only when it served it; everything else goes to the outbox.

@@ -52,9 +52,11 @@ class AgentRuntime:
         events: EventWriter | None = None,
         sync_enabled: bool = True,
         source: str = "voice",
+        room: str = "",
     ) -> None:
         self.settings = settings
         self.source = source
+        self.room = room  # the LiveKit room of this job: turn events name it
         self.pending_at_close = 0
         self._own_events = events is None
         self.events = events if events is not None else EventWriter(settings.events_path)

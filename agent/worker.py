@@ -260,7 +260,7 @@ async def entrypoint(ctx: JobContext) -> None:
         from agent.providers import build_session_llm, build_stt, build_tts
         from agent.runtime import AgentRuntime
 
-        runtime = AgentRuntime(settings_for_job(ctx.job.metadata), events=events())
+        runtime = AgentRuntime(settings_for_job(ctx.job.metadata), events=events(), room=room)
         runtime.start(freeze_gc=False)  # the prewarm step froze the heap already
         vad = ctx.proc.userdata.get("vad")
         session_kwargs: dict[str, Any] = {}

@@ -355,6 +355,32 @@ def say(
 
 
 @app.command()
+def talk(
+    room: Annotated[str | None, typer.Argument(
+        help="Room to call in (default: a new talk-XXXXXXXX).", show_default=False)] = None,
+    wav: Annotated[Path, typer.Option(
+        "--wav", help="What to say (16-bit PCM WAV, any rate).", show_default=False)] = ...,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the agent's reply as heard to this WAV.", show_default=False)
+    ] = None,
+    agent_name: Annotated[str | None, typer.Option(
+        help="Agent to dispatch (default AGENT_NAME).", show_default=False)] = None,
+    no_dispatch: Annotated[bool, typer.Option(
+        "--no-dispatch", help="Do not dispatch: an agent is already in the room.")] = False,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the agent to join, and for its reply.", min=1)] = 30.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """A caller in a LiveKit room: speak a recording to the agent, hear it, measure it."""
+    from voicectl.talk import run_talk
+
+    code = run_talk(settings(), room, wav, out, json_out, agent_name=agent_name,
+                    dispatch=not no_dispatch, timeout=timeout)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def hybrid(
     mode: Annotated[str, typer.Argument(help="on, off or status.")] = "status",
     json_out: JsonOpt = False,

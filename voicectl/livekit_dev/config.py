@@ -32,6 +32,7 @@ class DevConfig:
     empty_timeout: float = EMPTY_TIMEOUT_S
     departure_timeout: float = DEPARTURE_TIMEOUT_S
     missing_room_delay: float = MISSING_ROOM_DELAY
+    target_load: float = TARGET_LOAD
     redispatch_on_register: bool = False
     #: addresses offered to WebRTC peers; empty: every interface aioice finds, plus loopback
     ice_hosts: list[str] = field(default_factory=list)

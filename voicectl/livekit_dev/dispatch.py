@@ -24,7 +24,7 @@ from livekit.api.access_token import AccessToken, VideoGrants
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import agent_dispatch as dispatch_pb
 
-from voicectl.livekit_dev.config import AGENT_TOKEN_TTL_S, TARGET_LOAD
+from voicectl.livekit_dev.config import AGENT_TOKEN_TTL_S
 from voicectl.livekit_dev.ids import new_id
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ class Dispatcher:
         return [
             w for w in self.server.workers.values()
             if w.id not in attempted and w.status == agent_pb.WS_AVAILABLE
-            and w.agent_name == agent_name and w.job_type == job_type and w.load < TARGET_LOAD
+            and w.agent_name == agent_name and w.job_type == job_type
+            and w.load < self.server.config.target_load
         ]  # fmt: skip
 
     def select_worker(
@@ -181,9 +182,10 @@ class Dispatcher:
                  if w.agent_name == agent_name and w.job_type == job_type]
         if not named:
             return "no worker registered with that agent name"
-        if all(w.load >= TARGET_LOAD or w.status != agent_pb.WS_AVAILABLE for w in named):
+        limit = self.server.config.target_load
+        if all(w.load >= limit or w.status != agent_pb.WS_AVAILABLE for w in named):
             loads = ", ".join(f"{w.id} load {w.load:.2f}" for w in named)
-            return f"no servers available: every worker is full or at load >= {TARGET_LOAD} "\
+            return f"no servers available: every worker is full or at load >= {limit} "\
                    f"({loads})"
         return "every available worker was tried"
 

@@ -58,6 +58,11 @@ def parse_args(argv: Sequence[str] | None = None) -> cfg.DevConfig:
                         help="seconds a room stays open after its last participant (real: 20)")
     parser.add_argument("--missing-room-delay", type=float, default=cfg.MISSING_ROOM_DELAY,
                         help="seconds before a dispatch call on a missing room fails (real: ~3)")
+    parser.add_argument("--target-load", type=float,
+                        default=float(os.environ.get("VOICECTL_DEV_TARGET_LOAD") or
+                                      cfg.TARGET_LOAD),
+                        help="workers at or above this load get no job (real: 0.7; "
+                        "$VOICECTL_DEV_TARGET_LOAD)")
     parser.add_argument("--redispatch-on-register", action="store_true",
                         help="dev-only: give dispatches that found no worker to a matching "
                         "worker that registers later (the real server drops them)")
@@ -72,7 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> cfg.DevConfig:
         host=args.bind, port=args.port, keys=keys, state_file=args.state_file,
         availability_timeout=args.availability_timeout, empty_timeout=args.empty_timeout,
         departure_timeout=args.departure_timeout, missing_room_delay=args.missing_room_delay,
-        redispatch_on_register=args.redispatch_on_register,
+        redispatch_on_register=args.redispatch_on_register, target_load=args.target_load,
     ), args.log_level  # type: ignore[return-value]
 
 

@@ -67,6 +67,8 @@ class Participant:
     #: track sids this participant receives, and the ones it turned off (UpdateSubscription)
     subscribed: set[str] = field(default_factory=set)
     unsubscribed: set[str] = field(default_factory=set)
+    #: subscribed tracks whose publisher is told once the subscriber connection is up
+    unconfirmed: set[str] = field(default_factory=set)
 
     @property
     def dependent(self) -> bool:

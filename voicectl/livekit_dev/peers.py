@@ -97,6 +97,27 @@ class _Peer:
             await self.pc.close()
 
 
+#: audio frames aiortc's receiver holds back before decoding (its default is 4, 80 ms)
+AUDIO_PREFETCH_FRAMES = 1
+
+
+def shorten_jitter_buffer(pc: RTCPeerConnection) -> None:
+    """Hold one frame, not four, before decoding received audio.
+
+    aiortc's audio jitter buffer waits for 4 later frames (80 ms) to absorb network jitter;
+    on one machine there is none to absorb, and each frame held is 20 ms of the caller's
+    wait. aiortc has no setting for it, so the receiver's buffer is replaced.
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind == "audio" and not getattr(receiver, "_voicectl_short", False):
+            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
+                capacity=16, prefetch=AUDIO_PREFETCH_FRAMES)
+            receiver._voicectl_short = True  # type: ignore[attr-defined]
+
+
 class PublisherPeer(_Peer):
     """The client's publishing connection: its offers, our answers, its tracks and channels."""
 
@@ -109,6 +130,7 @@ class PublisherPeer(_Peer):
     async def on_offer(self, offer: rtc_pb.SessionDescription) -> None:
         async with self._lock:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, offer.type))
+            shorten_jitter_buffer(self.pc)
             await self._flush_candidates()
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             local = self.pc.localDescription
@@ -128,6 +150,8 @@ class SubscriberPeer(_Peer):
         self._again = False
         self._offer_id = 0
         self.senders: dict[str, RTCRtpTransceiver] = {}  # by track sid
+        self._offered: set[str] = set()  # track sids in the outstanding offer
+        self.answered: set[str] = set()  # track sids the client has accepted
         # the server's side of data: created before the first offer so SCTP is negotiated
         self.channels: dict[str, RTCDataChannel] = {
             "_reliable": self.pc.createDataChannel("_reliable", ordered=True),
@@ -153,6 +177,7 @@ class SubscriberPeer(_Peer):
     def remove_track(self, track_sid: str) -> bool:
         """Stop sending a track; the transceiver goes inactive and may carry a later one."""
         transceiver = self.senders.pop(track_sid, None)
+        self.answered.discard(track_sid)
         if transceiver is None:
             return False
         track = transceiver.sender.track
@@ -172,19 +197,24 @@ class SubscriberPeer(_Peer):
                 return
             await self.pc.setLocalDescription(await self.pc.createOffer())
             self._awaiting_answer = True
+            self._offered = set(self.senders)
             self._offer_id += 1
             local = self.pc.localDescription
             offer = rtc_pb.SessionDescription(type=local.type, sdp=local.sdp, id=self._offer_id)
             await self.send(rtc_pb.SignalResponse(offer=offer))
 
-    async def on_answer(self, answer: rtc_pb.SessionDescription) -> None:
+    async def on_answer(self, answer: rtc_pb.SessionDescription) -> set[str]:
+        """Apply the client's answer; returns the track sids it accepted just now."""
         async with self._lock:
             if not self._awaiting_answer:
                 log.warning("%s: answer without an offer; ignored", self.label)
-                return
+                return set()
             await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, answer.type))
             await self._flush_candidates()
             self._awaiting_answer = False
             again, self._again = self._again, False
+            new = (self._offered & set(self.senders)) - self.answered
+            self.answered = self._offered & set(self.senders)
         if again:
             await self.negotiate()
+        return new

@@ -281,6 +281,8 @@ class DevServer:
             if pc.connectionState == "connected" and p.state == models_pb.ParticipantInfo.JOINED:
                 p.state = models_pb.ParticipantInfo.ACTIVE
                 await self.broadcast(room, p)
+                waiting, p.unconfirmed = p.unconfirmed, set()
+                await self.subscriber_answered(p, waiting)
             elif pc.connectionState == "failed" and p.active:
                 log.warning("participant %s: subscriber connection failed", p.identity)
 
@@ -403,6 +405,21 @@ class DevServer:
         for sid, pub in list(p.tracks.items()):
             if pub.fanout is not None and pub.fanout.source.id not in live:
                 await self.unpublish(p, sid)
+
+    async def subscriber_answered(self, p: Participant, track_sids: set[str]) -> None:
+        """Tell each publisher its track is subscribed (agents wait for it before speaking)."""
+        room = self.rooms.get(p.room_name)
+        if room is None or not track_sids:
+            return
+        if p.subscriber is not None and p.subscriber.pc.connectionState != "connected":
+            p.unconfirmed |= track_sids  # sent once the connection is up
+            return
+        owners = {sid: o for o in room.active() for sid in o.tracks}
+        for sid in track_sids:
+            owner = owners.get(sid)
+            if owner is not None and owner.signal is not None:
+                await owner.signal.send(rtc_pb.SignalResponse(
+                    track_subscribed=rtc_pb.TrackSubscribed(track_sid=sid)))
 
     def _subscribe(self, subscriber: Participant, pub: TrackPub) -> None:
         if pub.fanout is None or subscriber.subscriber is None or pub.sid in subscriber.subscribed:

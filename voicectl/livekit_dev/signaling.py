@@ -163,7 +163,7 @@ class Signaling:
             await p.publisher.on_offer(req.offer)
             await server.publisher_renegotiated(p)
         elif which == "answer" and p.subscriber is not None:
-            await p.subscriber.on_answer(req.answer)
+            await server.subscriber_answered(p, await p.subscriber.on_answer(req.answer))
         elif which == "trickle":
             peer = p.subscriber if req.trickle.target == rtc_pb.SUBSCRIBER else p.publisher
             if peer is not None:
