@@ -86,6 +86,15 @@ def same_process(pid: int, create_time: float, cmd: list[str]) -> psutil.Process
 
 
 def identify(proc: psutil.Popen | psutil.Process) -> tuple[int, float, list[str]]:
-    """pid, create time and command line of a live process, as records store them."""
-    with proc.oneshot():
-        return proc.pid, proc.create_time(), proc.cmdline()
+    """pid, create time and command line of a live process, as records store them.
+
+    Right after Popen the child may still be in exec, with an empty /proc cmdline: read it
+    again for a moment, or the record would hold no command and never be checked by it.
+    """
+    deadline = time.monotonic() + 1.0
+    while True:
+        with proc.oneshot():
+            pid, ctime, cmd = proc.pid, proc.create_time(), proc.cmdline()
+        if cmd or time.monotonic() > deadline:
+            return pid, ctime, cmd
+        time.sleep(0.01)
