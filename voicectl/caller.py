@@ -45,34 +45,45 @@ class CallError(VoicectlError):
 
 
 @dataclass
-class CallResult:
-    """What happened on the call; times in milliseconds, clocks of this machine."""
+class Exchange:
+    """One question and its answer; times in milliseconds, this machine's clock."""
 
-    room: str
-    identity: str
-    agent_identity: str = ""
     heard: str = ""  # the agent's transcript of the caller
     reply: str = ""  # what the agent said
     v2v_ms: float | None = None
+    heard_after_ms: float | None = None  # end of speech → final transcript received
     speech_s: float = 0.0
     reply_audio_s: float = 0.0
-    connect_ms: float = 0.0
-    agent_join_ms: float = 0.0
-    heard_after_ms: float | None = None  # end of speech → final transcript received
     reply_pcm: bytes = b""
-    started_at: float = 0.0
-    states: list[tuple[float, str]] = field(default_factory=list)
+    asked_at: float = 0.0  # wall time the question started
+    speech_end_at: float = 0.0
+    states: list[tuple[float, str]] = field(default_factory=list)  # (ms after asked_at, state)
+
+
+@dataclass
+class CallResult:
+    """A call of one exchange, as `voicectl talk` reports it."""
+
+    room: str
+    identity: str
+    agent_identity: str
+    connect_ms: float
+    agent_join_ms: float
+    exchange: Exchange
 
     def to_json(self) -> dict[str, Any]:
+        x = self.exchange
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value, 1)
+
         return {
             "room": self.room, "identity": self.identity, "agent_identity": self.agent_identity,
-            "heard": self.heard, "reply": self.reply,
-            "v2v_ms": None if self.v2v_ms is None else round(self.v2v_ms, 1),
-            "speech_s": round(self.speech_s, 3), "reply_audio_s": round(self.reply_audio_s, 3),
-            "connect_ms": round(self.connect_ms, 1), "agent_join_ms": round(self.agent_join_ms, 1),
-            "heard_after_ms": None if self.heard_after_ms is None
-            else round(self.heard_after_ms, 1),
-            "agent_states": [{"after_ms": round(t, 1), "state": s} for t, s in self.states],
+            "heard": x.heard, "reply": x.reply, "v2v_ms": ms(x.v2v_ms),
+            "heard_after_ms": ms(x.heard_after_ms), "speech_s": round(x.speech_s, 3),
+            "reply_audio_s": round(x.reply_audio_s, 3), "connect_ms": ms(self.connect_ms),
+            "agent_join_ms": ms(self.agent_join_ms),
+            "agent_states": [{"after_ms": round(t, 1), "state": st} for t, st in x.states],
         }  # fmt: skip
 
 
@@ -103,163 +114,244 @@ def new_room_name() -> str:
 
 
 class Caller:
-    """One call: ``await Caller(...).run(pcm)`` → CallResult, or CallError with the reason."""
+    """A caller in a room, step by step: ``join``, ``summon`` the agent, ``ask``, ``leave``.
 
-    def __init__(self, settings: Settings, room: str, *, agent_name: str, dispatch: bool = True,
+    The microphone stays live between questions (silence, at real-time pace), and the
+    agent's audio is recorded from the moment its track arrives, again after it rejoins.
+    """
+
+    def __init__(self, settings: Settings, room: str, *, agent_name: str,
                  identity: str | None = None, join_timeout: float = 30.0,
                  reply_timeout: float = 30.0, metadata: str = "") -> None:
         self.settings = settings
         self.room_name = room
         self.agent_name = agent_name
-        self.dispatch = dispatch
         self.identity = identity or f"caller-{uuid.uuid4().hex[:6]}"
         self.join_timeout = join_timeout
         self.reply_timeout = reply_timeout
         self.metadata = metadata
-        self.result = CallResult(room=room, identity=self.identity)
-        self._chunks: list[tuple[float, np.ndarray]] = []
-        self._agent: rtc.RemoteParticipant | None = None
-        self._agent_track: asyncio.Future[rtc.RemoteAudioTrack] | None = None
+        self.connect_ms = 0.0
+        self.agent_join_ms = 0.0
+        self.agent: rtc.RemoteParticipant | None = None
+        self.agent_left = asyncio.Event()
+        self._room: rtc.Room | None = None
+        self._source: rtc.AudioSource | None = None
         self._mic_sid = ""
-        self._agent_track_sid = ""
-        self._final_heard: asyncio.Event | None = None
-        self._replies: list[tuple[float, str]] = []
-        self._heard: list[tuple[float, str]] = []
-        self._state_changed: asyncio.Event | None = None
+        self._chunks: list[tuple[float, np.ndarray]] = []
+        self._texts: list[tuple[float, str, str]] = []  # (arrived, transcribed track, text)
+        self._changed = asyncio.Event()  # any agent, track, state or transcript news
+        self._asking = False  # a question, not the silence, has the microphone
+        self._mic = asyncio.Lock()  # one capture at a time: the SDK refuses overlapping ones
+        self._recorder: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    # ------------------------------------------------------------------ the call
+    async def __aenter__(self) -> Caller:
+        await self.join()
+        return self
 
-    async def run(self, pcm: np.ndarray) -> CallResult:
+    async def __aexit__(self, *exc: object) -> None:
+        await self.leave()
+
+    # ------------------------------------------------------------------ steps
+
+    async def join(self) -> None:
+        """Connect and publish a live (silent) microphone."""
         import logging
-
-        from livekit import rtc
-
-        # the SDK warns on every connect that /rtc/v1 is missing (the dev server's way of
-        # choosing /rtc): not the caller's business
-        logging.getLogger("livekit").setLevel(logging.ERROR)
-
-        speech_end = voiced_end(pcm, MIC_RATE)
-        self.result.speech_s = speech_end
-        self._agent_track = asyncio.get_running_loop().create_future()
-        self._final_heard = asyncio.Event()
-        self._state_changed = asyncio.Event()
-        room = rtc.Room()
-        self._wire(room)
-        self.result.started_at = t0 = time.time()
-        try:
-            await self._connect(room)
-            self.result.connect_ms = (time.time() - t0) * 1000
-            since = time.time()
-            if self.dispatch:
-                await self._dispatch()
-            track = await self._wait_for_agent(room, since)
-            self.result.agent_join_ms = (time.time() - since) * 1000
-            recorder = asyncio.create_task(self._record(track))
-            try:
-                eos = await self._speak(room, pcm, speech_end)
-                await self._wait_for_reply(eos)
-            finally:
-                recorder.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await recorder
-            self._finish(eos)
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await room.disconnect()
-        return self.result
-
-    async def _connect(self, room: rtc.Room) -> None:
         from datetime import timedelta
 
         from livekit import rtc
 
         from voicectl.livekit_ops import join_token
 
-        token = join_token(self.settings, self.room_name, self.identity, timedelta(minutes=30),
+        # the SDK warns on every connect that /rtc/v1 is missing (the dev server's way of
+        # choosing /rtc) and logs each reconnect attempt: not the caller's business
+        logging.getLogger("livekit").setLevel(logging.CRITICAL)
+        room = self._room = rtc.Room()
+        self._wire(room)
+        token = join_token(self.settings, self.room_name, self.identity, timedelta(hours=1),
                            name="voicectl talk")["token"]
+        started = time.time()
         try:
             await asyncio.wait_for(room.connect(self.settings.livekit_url, token,
                                                 rtc.RoomOptions(auto_subscribe=True)), 15)
         except Exception as exc:  # noqa: BLE001 - ConnectError, timeouts, refused sockets
             raise CallError(f"cannot join room {self.room_name!r} at "
                             f"{self.settings.livekit_url}: {exc or type(exc).__name__}") from None
+        self.connect_ms = (time.time() - started) * 1000
+        self._source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=40)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        self._mic_sid = (await room.local_participant.publish_track(track, options)).sid
+        self._spawn(self._keep_silent())
 
-    async def _dispatch(self) -> None:
+    async def summon(self, dispatch: bool = True) -> None:
+        """Dispatch the agent (unless it is on its way) and wait until it listens."""
         from voicectl.livekit_ops import dispatch_async
 
-        await dispatch_async(self.settings, self.room_name, self.agent_name, self.metadata,
-                             create_room=False)
+        since = time.time()
+        self.agent_left.clear()
+        if dispatch:
+            await dispatch_async(self.settings, self.room_name, self.agent_name, self.metadata,
+                                 create_room=False)
+        if not await self._until(lambda: self._listening_agent() is not None,
+                                 self.join_timeout):
+            raise CallError(self._no_agent_reason(since))
+        self.agent_join_ms = (time.time() - since) * 1000
+
+    async def ask(self, pcm: np.ndarray) -> Exchange:
+        """Say the recording, then wait for the spoken reply; CallError when none comes."""
+        from livekit import rtc
+
+        assert self._source is not None
+        x = Exchange(speech_s=voiced_end(pcm, MIC_RATE), asked_at=time.time())
+        step = int(MIC_RATE * FRAME_S)
+        self._asking = True
+        try:
+            start = time.time()
+            for i in range(0, len(pcm), step):
+                delay = start + i / MIC_RATE - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                chunk = pcm[i:i + step]
+                if len(chunk) < step:
+                    chunk = np.pad(chunk, (0, step - len(chunk)))
+                async with self._mic:
+                    await self._source.capture_frame(
+                        rtc.AudioFrame(chunk.tobytes(), MIC_RATE, 1, step))
+        finally:
+            self._asking = False
+        x.speech_end_at = start + x.speech_s
+        states_from = len(self._states)
+        await self._until(lambda: self.agent_left.is_set() or self._answered(x, states_from),
+                          self.reply_timeout)
+        if self.agent_left.is_set():
+            raise CallError(f"the agent left room {self.room_name!r} before it answered "
+                            "(see voicectl logs agent)")
+        await asyncio.sleep(0.3)  # the reply's tail and its transcript
+        self._fill(x, states_from)
+        if not x.heard:
+            raise CallError(f"the agent sent no transcript of the speech within "
+                            f"{self.reply_timeout:g} s (is its STT working? voicectl logs "
+                            "agent)")
+        if x.v2v_ms is None:
+            raise CallError(f"the agent heard {x.heard!r} but no reply audio arrived within "
+                            f"{self.reply_timeout:g} s (voicectl logs agent)")
+        return x
+
+    async def leave(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._room is not None:
+            with contextlib.suppress(Exception):
+                await self._room.disconnect()
+            self._room = None
+
+    # ------------------------------------------------------------------ what happens
+
+    _states: list[tuple[float, str]]
 
     def _wire(self, room: rtc.Room) -> None:
         from livekit import rtc
 
+        self._states = []
+
         @room.on("track_subscribed")
-        def on_track(track: rtc.Track, pub: rtc.RemoteTrackPublication,
-                     participant: rtc.RemoteParticipant) -> None:
-            if (self._is_our_agent(participant) and track.kind == rtc.TrackKind.KIND_AUDIO
-                    and self._agent_track is not None and not self._agent_track.done()):
-                self._agent = participant
-                self._agent_track_sid = track.sid
-                self._agent_track.set_result(track)  # type: ignore[arg-type]
+        def on_track(track: rtc.Track, _pub: object, participant: rtc.RemoteParticipant) -> None:
+            if self._is_our_agent(participant) and track.kind == rtc.TrackKind.KIND_AUDIO:
+                self.agent = participant
+                if self._recorder is not None:
+                    self._recorder.cancel()
+                self._recorder = self._spawn(self._record(track))  # type: ignore[arg-type]
+                self._changed.set()
+
+        @room.on("participant_disconnected")
+        def on_left(participant: rtc.RemoteParticipant) -> None:
+            if participant is self.agent or (self.agent is not None
+                                             and participant.identity == self.agent.identity):
+                self.agent = None
+                self.agent_left.set()
+                self._changed.set()
 
         @room.on("participant_attributes_changed")
         def on_attributes(changed: dict[str, str], participant: rtc.Participant) -> None:
-            if participant is self._agent and ATTR_STATE in changed:
-                since = (time.time() - self.result.started_at) * 1000
-                self.result.states.append((since, changed[ATTR_STATE]))
-                if self._state_changed is not None:
-                    self._state_changed.set()
+            if self.agent is not None and participant.identity == self.agent.identity \
+                    and ATTR_STATE in changed:
+                self._states.append((time.time(), changed[ATTR_STATE]))
+                self._changed.set()
 
-        def on_text(reader: rtc.TextStreamReader, identity: str) -> None:
-            task = asyncio.ensure_future(self._read_text(reader))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        @room.on("local_track_published")
+        def on_published(publication: rtc.LocalTrackPublication, _track: object) -> None:
+            self._mic_sid = publication.sid  # a full reconnect publishes it again, anew
+
+        def on_text(reader: rtc.TextStreamReader, _identity: str) -> None:
+            self._spawn(self._read_text(reader))
 
         room.register_text_stream_handler(TRANSCRIPTION_TOPIC, on_text)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _until(self, condition: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+        return True
 
     def _is_our_agent(self, participant: rtc.RemoteParticipant) -> bool:
         from livekit import rtc
 
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             return False
-        name = participant.attributes.get("lk.agent_name")
-        return name in (None, "", self.agent_name)
+        return participant.attributes.get("lk.agent_name") in (None, "", self.agent_name)
+
+    def _listening_agent(self) -> rtc.RemoteParticipant | None:
+        agent = self.agent
+        if agent is None or self._recorder is None:
+            return None
+        return agent if agent.attributes.get(ATTR_STATE) in ("listening", None) else None
 
     async def _read_text(self, reader: rtc.TextStreamReader) -> None:
-        text = await reader.read_all()
+        text = (await reader.read_all()).strip()
         attrs = reader.info.attributes or {}
-        if attrs.get(ATTR_FINAL, "true") != "true":
-            return
-        now = time.time()
-        track = attrs.get(ATTR_TRACK, "")
-        if track and track == self._mic_sid:
-            self._heard.append((now, text.strip()))
-            if self._final_heard is not None:
-                self._final_heard.set()
-        elif text.strip():
-            self._replies.append((now, text.strip()))
+        if attrs.get(ATTR_FINAL, "true") == "true" and text:
+            self._texts.append((time.time(), attrs.get(ATTR_TRACK, ""), text))
+            self._changed.set()
 
-    async def _wait_for_agent(self, room: rtc.Room, since: float) -> rtc.RemoteAudioTrack:
-        """The agent's audio track, then its ``listening`` state (it hears from then on)."""
-        assert self._agent_track is not None and self._state_changed is not None
-        try:
-            track = await asyncio.wait_for(asyncio.shield(self._agent_track), self.join_timeout)
-        except TimeoutError:
-            raise CallError(self._no_agent_reason(room, since)) from None
-        deadline = time.monotonic() + min(10.0, self.join_timeout)
-        while self._agent is not None and self._agent.attributes.get(ATTR_STATE) != "listening":
-            self._state_changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break  # an agent that never says it listens still gets spoken to
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._state_changed.wait(), left)
-        return track
+    def _answered(self, x: Exchange, states_from: int) -> bool:
+        """The agent spoke since the question and is listening again, its reply transcribed."""
+        states = [st for _, st in self._states[states_from:]]
+        if "speaking" not in states:
+            return False
+        after = states[len(states) - 1 - states[::-1].index("speaking"):]
+        replies = [t for t in self._texts if t[0] >= x.asked_at and t[1] != self._mic_sid]
+        return bool(replies) and any(st in ("listening", "idle") for st in after)
 
-    def _no_agent_reason(self, room: rtc.Room, since: float) -> str:
+    def _fill(self, x: Exchange, states_from: int) -> None:
+        mine = [t for t in self._texts if t[0] >= x.asked_at and t[1] == self._mic_sid]
+        theirs = [t for t in self._texts if t[0] >= x.asked_at and t[1] != self._mic_sid]
+        x.heard = " ".join(text for _, _, text in mine)
+        x.reply = " ".join(text for _, _, text in theirs)
+        if mine:
+            x.heard_after_ms = (mine[0][0] - x.speech_end_at) * 1000
+        x.states = [((t - x.asked_at) * 1000, st) for t, st in self._states[states_from:]]
+        onset = first_sound(self._chunks, x.speech_end_at)
+        if onset is not None:
+            x.v2v_ms = max(0.0, onset - x.speech_end_at) * 1000
+            reply = [s for t, s in self._chunks if t >= onset]
+            pcm = np.concatenate(reply) if reply else np.zeros(0, dtype=np.int16)
+            x.reply_pcm = pcm.tobytes()
+            x.reply_audio_s = len(pcm) / RX_RATE
+
+    def _no_agent_reason(self, since: float) -> str:
         from agent.events import find_since
 
         base = f"no agent {self.agent_name!r} joined room {self.room_name!r} within " \
@@ -269,50 +361,33 @@ class Caller:
         if job is not None and not job.get("accepted"):
             return f"{base}: the worker declined the job ({job.get('reason')})"
         if job is not None:
-            return f"{base}: the worker accepted the job but its agent did not publish audio " \
-                   "(see voicectl logs agent)"
-        others = [p.identity for p in room.remote_participants.values()]
+            return f"{base}: the worker accepted the job but its agent did not start " \
+                   "listening (see voicectl logs agent)"
+        others = [p.identity for p in self._room.remote_participants.values()] \
+            if self._room else []
         extra = f"; in the room: {', '.join(others)}" if others else ""
         return f"{base}: no worker took the job (is the agent running? voicectl status, " \
                f"voicectl dispatch --wait){extra}"
 
-    async def _speak(self, room: rtc.Room, pcm: np.ndarray, speech_end: float) -> float:
-        """Publish the recording at real-time pace; returns the wall time its speech ended."""
+    async def _keep_silent(self) -> None:
+        """Silence whenever no question is being said: a microphone never stops."""
         from livekit import rtc
 
-        source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=40)
-        track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        publication = await room.local_participant.publish_track(track, options)
-        self._mic_sid = publication.sid
-        await asyncio.sleep(0.3)  # the agent subscribes before the first word
+        assert self._source is not None
         step = int(MIC_RATE * FRAME_S)
-        start = time.time()
-        for i in range(0, len(pcm), step):
-            delay = start + i / MIC_RATE - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = pcm[i:i + step]
-            if len(chunk) < step:
-                chunk = np.pad(chunk, (0, step - len(chunk)))
-            await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), MIC_RATE, 1, step))
-        eos = start + speech_end
-        self._silence = asyncio.create_task(self._keep_silent(source, step))
-        self._tasks.add(self._silence)
-        return eos
-
-    async def _keep_silent(self, source: rtc.AudioSource, step: int) -> None:
-        """Silence after the question, at real-time pace: a microphone never stops."""
-        from livekit import rtc
-
         zero = np.zeros(step, dtype=np.int16).tobytes()
-        start = time.time()
-        n = 0
+        start, n = time.time(), 0
         while True:
+            if self._asking:
+                await asyncio.sleep(FRAME_S)
+                start, n = time.time(), 0  # the question's frames took these slots
+                continue
             delay = start + n * FRAME_S - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await source.capture_frame(rtc.AudioFrame(zero, MIC_RATE, 1, step))
+            async with self._mic:
+                if not self._asking:
+                    await self._source.capture_frame(rtc.AudioFrame(zero, MIC_RATE, 1, step))
             n += 1
 
     async def _record(self, track: rtc.RemoteAudioTrack) -> None:
@@ -326,39 +401,16 @@ class Caller:
         finally:
             await stream.aclose()
 
-    async def _wait_for_reply(self, eos: float) -> None:
-        """Until the agent spoke and went back to listening, or the reply timeout."""
-        assert self._state_changed is not None
-        deadline = time.monotonic() + self.reply_timeout
-        spoke = False
-        while time.monotonic() < deadline:
-            state = self._agent.attributes.get(ATTR_STATE) if self._agent else None
-            spoke = spoke or state == "speaking"
-            if spoke and state in ("listening", "idle") and self._replies:
-                break
-            self._state_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._state_changed.wait(), 0.2)
-        await asyncio.sleep(0.3)  # the reply's tail and its transcript
 
-    def _finish(self, eos: float) -> None:
-        result = self.result
-        result.agent_identity = self._agent.identity if self._agent else ""
-        result.heard = " ".join(text for _, text in self._heard)
-        result.reply = " ".join(text for _, text in self._replies)
-        if self._heard:
-            result.heard_after_ms = (self._heard[0][0] - eos) * 1000
-        onset = first_sound(self._chunks, eos)
-        if onset is not None:
-            result.v2v_ms = max(0.0, onset - eos) * 1000
-            reply = np.concatenate([s for t, s in self._chunks if t >= onset]) \
-                if self._chunks else np.zeros(0, dtype=np.int16)
-            result.reply_pcm = reply.tobytes()
-            result.reply_audio_s = len(reply) / RX_RATE
-        if not result.heard:
-            raise CallError(f"the agent joined but sent no transcript of the speech within "
-                            f"{self.reply_timeout:g} s (is its STT working? voicectl logs "
-                            "agent)")
-        if result.v2v_ms is None:
-            raise CallError(f"the agent heard {result.heard!r} but no reply audio arrived "
-                            f"within {self.reply_timeout:g} s (voicectl logs agent)")
+async def call_once(settings: Settings, room: str, pcm: np.ndarray, *, agent_name: str,
+                    dispatch: bool = True, timeout: float = 30.0) -> CallResult:
+    """Join, summon the agent, ask once, leave: what `voicectl talk` does."""
+    caller = Caller(settings, room, agent_name=agent_name, join_timeout=timeout,
+                    reply_timeout=timeout)
+    voiced_end(pcm, MIC_RATE)  # a silent recording fails before anyone is called
+    async with caller:
+        await caller.summon(dispatch=dispatch)
+        exchange = await caller.ask(pcm)
+        agent = caller.agent.identity if caller.agent else ""
+        return CallResult(caller.room_name, caller.identity, agent, caller.connect_ms,
+                          caller.agent_join_ms, exchange)

@@ -76,7 +76,7 @@ def run_talk(settings: Settings, room: str | None, wav_in: Path, wav_out: Path |
         return code
 
     from agent.local.voice_turn import read_wav, write_wav
-    from voicectl.caller import RX_RATE, Caller, CallError, new_room_name, voiced_end
+    from voicectl.caller import RX_RATE, CallError, call_once, new_room_name, voiced_end
     from voicectl.livekit_ops import check_room
 
     wav_in = Path(wav_in)
@@ -86,22 +86,24 @@ def run_talk(settings: Settings, room: str | None, wav_in: Path, wav_out: Path |
         return fail(f"--out {wav_out}: no such directory", EXIT_USAGE)
     try:
         room = check_room(room) if room else new_room_name()
+    except VoicectlError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
         pcm = read_wav(wav_in)
         voiced_end(pcm, 16000)
-    except (ValueError, VoicectlError) as exc:
-        return fail(f"--wav {wav_in}: {exc}" if isinstance(exc, ValueError) and
-                    str(wav_in) not in str(exc) else str(exc), EXIT_USAGE)
-    caller = Caller(settings, room, agent_name=agent_name or settings.agent_name,
-                    dispatch=dispatch, join_timeout=timeout, reply_timeout=timeout)
+    except ValueError as exc:
+        text = str(exc) if str(exc).startswith(str(wav_in)) else f"{wav_in}: {exc}"
+        return fail(f"--wav {text}", EXIT_USAGE)
     try:
-        result = asyncio.run(caller.run(pcm))
+        result = asyncio.run(call_once(settings, room, pcm, dispatch=dispatch, timeout=timeout,
+                                       agent_name=agent_name or settings.agent_name))
     except CallError as exc:
         return fail(str(exc), EXIT_FAILED)
     except VoicectlError as exc:
         return fail(str(exc), EXIT_FAILED)
     if wav_out is not None:
-        write_wav(wav_out, result.reply_pcm, RX_RATE)
-    turn = agent_turn(settings, room, result.started_at)
+        write_wav(wav_out, result.exchange.reply_pcm, RX_RATE)
+    turn = agent_turn(settings, room, result.exchange.asked_at)
     doc = result.to_json()
     doc.update(stages=stages_of(turn), turn=turn,
                wav_in=str(wav_in), wav_out=str(wav_out) if wav_out is not None else None)

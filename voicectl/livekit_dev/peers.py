@@ -159,23 +159,18 @@ class SubscriberPeer(_Peer):
         }
 
     def add_track(self, track: MediaStreamTrack, participant_sid: str, track_sid: str) -> None:
-        """Send ``track``; its msid is ``PA_…|TR_…`` / ``TR_…`` as the SDKs expect."""
-        transceiver = next(
-            (t for t in self.pc.getTransceivers()
-             if t.kind == "audio" and t.sender.track is None and t.direction == "inactive"),
-            None,
-        )  # fmt: skip
-        if transceiver is None:
-            transceiver = self.pc.addTransceiver(track, direction="sendonly")
-        else:
-            transceiver.sender.replaceTrack(track)
-            transceiver.direction = "sendonly"
+        """Send ``track``; its msid is ``PA_…|TR_…`` / ``TR_…`` as the SDKs expect.
+
+        Always a new transceiver: aiortc stops a sender whose transceiver went inactive and
+        never starts it again, so a reused one would carry silence.
+        """
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
         # aiortc has no API for the msid stream id; the SDKs read the participant sid from it
         transceiver.sender._stream_id = f"{participant_sid}|{track_sid}"
         self.senders[track_sid] = transceiver
 
     def remove_track(self, track_sid: str) -> bool:
-        """Stop sending a track; the transceiver goes inactive and may carry a later one."""
+        """Stop sending a track; its transceiver goes inactive for good."""
         transceiver = self.senders.pop(track_sid, None)
         self.answered.discard(track_sid)
         if transceiver is None:
