@@ -94,6 +94,21 @@ def check_livekit_server(specs: dict[str, ServiceSpec]) -> Check:
     return Check("livekit-server", OK, f"{choice.path}: {lc.binary_version(choice.path)}")
 
 
+def check_webrtc_network(specs: dict[str, ServiceSpec]) -> list[Check]:
+    """With the embedded server, media needs an interface other than loopback."""
+    from voicectl import livekit_choice as lc
+
+    choice = specs["livekit"].server
+    if choice is None or choice.kind != lc.EMBEDDED:
+        return []
+    from voicectl.livekit_dev.hostnet import LOOPBACK_ONLY_FIX, loopback_only_warning
+
+    why = loopback_only_warning()
+    if why:
+        return [Check("webrtc network", WARN, why, LOOPBACK_ONLY_FIX)]
+    return []
+
+
 def check_letta_install(s: Settings) -> list[Check]:
     if not s.letta_managed:
         return []
@@ -268,7 +283,8 @@ def run_checks(s: Settings, specs: dict[str, ServiceSpec]) -> list[Check]:
     """All checks; the slow network ones run in parallel."""
     rows = all_status(s, specs)
     state = {r.name: r.state for r in rows}
-    checks = [*check_python(), check_livekit_server(specs), *check_letta_install(s),
+    checks = [*check_python(), check_livekit_server(specs), *check_webrtc_network(specs),
+              *check_letta_install(s),
               *check_keys(s), *check_ports(s, specs), *check_services(rows)]
     slow: list[Callable[[], Check]] = [
         lambda: check_livekit_api(s, state.get("livekit") == "running"),

@@ -106,6 +106,10 @@ async def serve(config: cfg.DevConfig) -> None:
     try:
         await web.TCPSite(runner, config.host, config.port).start()
         server.changed()
+        from voicectl.livekit_dev.hostnet import LOOPBACK_ONLY_FIX, loopback_only_warning
+
+        if (why := loopback_only_warning()) is not None:
+            log.warning("%s; fix: %s", why, LOOPBACK_ONLY_FIX)
         log.info("voicectl LiveKit dev server %s listening on ws://%s:%d (API keys: %s)",
                  cfg.SERVER_VERSION, config.host, config.port, ", ".join(config.keys))
         stop = asyncio.Event()
