@@ -149,6 +149,7 @@ def start_dev_livekit(
     empty_timeout: float | None = None,
     departure_timeout: float | None = None,
     missing_room_delay: float | None = None,
+    target_load: float | None = None,
     log_path: Path | None = None,
     ready_timeout: float = 15.0,
     extra_args: Sequence[str] = (),
@@ -159,9 +160,11 @@ def start_dev_livekit(
     ``port=None`` picks a free port (retrying if it is taken meanwhile). A key pair other than
     the dev pair goes in ``LIVEKIT_KEYS``, never on the command line. Output goes to
     ``log_path`` (a temporary file by default; see ``.logs()``). ``env`` adds to the
-    server's environment.
+    server's environment; the caller's LIVEKIT_KEYS and VOICECTL_DEV_TARGET_LOAD are not
+    inherited (pass ``target_load`` for the latter).
     """
-    child_env = {k: v for k, v in os.environ.items() if k != "LIVEKIT_KEYS"}
+    child_env = {k: v for k, v in os.environ.items()
+                 if k not in ("LIVEKIT_KEYS", "VOICECTL_DEV_TARGET_LOAD")}
     if (api_key, api_secret) != (DEV_KEY, DEV_SECRET):
         child_env["LIVEKIT_KEYS"] = f"{api_key}: {api_secret}"
     child_env.update(env or {})
@@ -175,6 +178,7 @@ def start_dev_livekit(
         ("--empty-timeout", empty_timeout),
         ("--departure-timeout", departure_timeout),
         ("--missing-room-delay", missing_room_delay),
+        ("--target-load", target_load),
     ):
         if value is not None:
             options += [flag, str(value)]
