@@ -1,8 +1,9 @@
-"""Our worker (`python -m agent start`) as a real process, registered with the fake LiveKit server.
+"""Our worker (`python -m agent start`) as a real process, registered with the LiveKit dev server.
 
-The fake speaks the real worker protocol but has no room media, so a job's `ctx.connect()`
-fails there: the test checks what happens up to that point (registration, VAD prewarm, the
-request handler's decisions, the first startup phase) and that the failure is recorded.
+The dev server speaks the real worker protocol and carries room media, so a job's
+`ctx.connect()` joins the room: the test checks registration, VAD prewarm, the request
+handler's decisions, the startup phases on record, and the agent in the room as the server
+sees it. (Whole voice turns through the room are tests/test_voice_*.py's.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from livekit import api
 
 from tests.agent_support import dead_url
-from tests.fakes.livekit_server import FakeLiveKit, free_port, start_fake_livekit
+from tests.livekit_support import DevLiveKit, free_port, start_dev_livekit
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT_NAME = "letta-voice-agent"
@@ -31,8 +32,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeLiveKit]:
-    handle = start_fake_livekit()
+def fake() -> Iterator[DevLiveKit]:
+    handle = start_dev_livekit()
     try:
         yield handle
     finally:
@@ -40,8 +41,8 @@ def fake() -> Iterator[FakeLiveKit]:
 
 
 @pytest.fixture
-def worker(fake: FakeLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """The agent worker against the fake; yields (state dir, health port)."""
+def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """The agent worker against the dev server; yields (state dir, health port)."""
     home, port = tmp_path / "state", free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "OPENAI_"))},
@@ -92,7 +93,7 @@ def wait_for(fn, timeout: float):
         time.sleep(0.1)
 
 
-async def dispatch(fake: FakeLiveKit, room: str) -> str:
+async def dispatch(fake: DevLiveKit, room: str) -> str:
     async with api.LiveKitAPI(fake.http_url, fake.api_key, fake.api_secret) as lk:
         created = await lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room)
@@ -101,7 +102,7 @@ async def dispatch(fake: FakeLiveKit, room: str) -> str:
 
 
 async def test_worker_registers_and_accepts_one_job_per_room(
-    fake: FakeLiveKit, worker: tuple[Path, int]
+    fake: DevLiveKit, worker: tuple[Path, int]
 ) -> None:
     home, port = worker
     (registered,) = wait_for(lambda: read(home, "worker"), 60)
@@ -124,14 +125,24 @@ async def test_worker_registers_and_accepts_one_job_per_room(
     jobs = wait_for(lambda: [j for j in read(home, "job") if not j["accepted"]], 10)
     assert jobs[0]["reason"] == "agent_already_in_room"
 
-    # the entrypoint's first phase ran; the fake has no media, so connect fails, on record
+    # the entrypoint connected: its phases are on record, the connect one first
     def room_phases() -> list[str]:
         return [p["phase"] for p in read(home, "startup") if p["room"] == room]
 
-    phases = wait_for(lambda: "failed" in room_phases() and room_phases(), 15)
-    assert phases[0] == "handshake_start" and phases[-1] == "failed"
-    (failed,) = [p for p in read(home, "startup") if p["phase"] == "failed"]
-    assert failed["stage"] == "connect" and failed["elapsed_ms"] >= 0
+    phases = wait_for(lambda: "ctx_connected" in room_phases() and room_phases(), 20)
+    assert phases[:2] == ["handshake_start", "ctx_connected"], phases
+    connected = next(p for p in read(home, "startup") if p["phase"] == "ctx_connected")
+    assert connected["elapsed_ms"] >= 0
+    assert not [p for p in read(home, "startup") if p["phase"] == "failed"
+                and p.get("stage") == "connect"]
+
+    # and the server has our agent in the room: the accepted job's identity, kind agent
+    identity = state[0]["participant_identity"]
+    agent = fake.wait_for(lambda s: next(
+        (p for r in s["rooms"] if r["name"] == room for p in r["participants"]
+         if p["identity"] == identity), None), timeout=20)
+    assert agent["kind"] == "agent"
+    assert agent["attributes"]["lk.agent_name"] == AGENT_NAME
 
 
 PREWARM_WITH_BROKEN_VAD = """

@@ -195,16 +195,16 @@ def test_down_leaves_no_descendants_even_when_one_ignores_sigterm(project):
     assert pids_alive(pids + keeper) == []
 
 
-def test_agent_service_is_a_real_worker_registered_with_fake_livekit(project):
+def test_agent_service_is_a_real_worker_registered_with_the_dev_livekit(project):
     lk, agent = project.ports["livekit"], project.ports["agent"]
-    fake = f"{sys.executable} -m tests.fakes.livekit_server --port {lk}"
+    dev_server = f"{sys.executable} -m voicectl.livekit_dev --port {lk}"
     project.write_env(
         LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
         LETTA_SERVER_URL=f"http://127.0.0.1:{project.ports['letta']}",
         AGENT_HTTP_PORT=str(agent),
         WEB_PORT=str(free_port()),
         METRICS_PORT=str(free_port()),
-        VOICECTL_LIVEKIT_CMD=fake,
+        VOICECTL_LIVEKIT_CMD=dev_server,
         VOICECTL_LETTA_CMD=standin_cmd(project.ports["letta"]),
     )
     project.env["PYTHONPATH"] = str(project.root.parent) + ":" + project.env["PYTHONPATH"]
@@ -216,7 +216,7 @@ def test_agent_service_is_a_real_worker_registered_with_fake_livekit(project):
     assert project.status()["web"]["state"] == "running"  # the browser console
     from voicectl.probes import http_get
 
-    status, body = http_get(f"http://127.0.0.1:{lk}/_fake/state")
+    status, body = http_get(f"http://127.0.0.1:{lk}/_dev/state")
     workers = json.loads(body)["workers"]
     assert [w["agent_name"] for w in workers] == ["letta-voice-agent"]
     project.run("down", check=True)

@@ -2,8 +2,9 @@
 say so, and that the API keys reach the server in its environment, never on a command line.
 
 A shell script named `livekit-server` stands for the Go binary: it records its argv and
-LIVEKIT_KEYS, then runs the fake LiveKit server with the keys taken from LIVEKIT_KEYS only
-(as the real `--dev` server, it ignores LIVEKIT_API_KEY / LIVEKIT_API_SECRET).
+LIVEKIT_KEYS, then runs the LiveKit dev server (`python -m voicectl.livekit_dev`), which takes
+its keys from LIVEKIT_KEYS only (as the real `--dev` server, it ignores LIVEKIT_API_KEY /
+LIVEKIT_API_SECRET).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from agent.config import load_settings
-from tests.cli_project import REPO, Project, base_env, free_port, processes_matching
+from tests.cli_project import Project, base_env, free_port, processes_matching
 from voicectl.services import build_services, child_env
 
 KEY, SECRET = "key-under-test", "secret-under-test-0123456789abcdefXYZ"
@@ -31,18 +32,14 @@ while [ $# -gt 0 ]; do
   if [ "$1" = "--port" ]; then port=$2; shift; fi
   shift
 done
-LIVEKIT_API_KEY=${{LIVEKIT_KEYS%%: *}}
-LIVEKIT_API_SECRET=${{LIVEKIT_KEYS#*: }}
-export LIVEKIT_API_KEY LIVEKIT_API_SECRET
-{python} {fake} --port "$port"
+{python} -m voicectl.livekit_dev --port "$port"
 """  # no exec: the pid record keeps the script's command line, which must stay its own
 
 
 def write_fake_binary(path: Path, record: Path) -> Path:
     """An executable `livekit-server` stand-in at `path`; it records to `record`.*."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(SCRIPT.format(version=FAKE_VERSION, record=record, python=sys.executable,
-                                  fake=REPO / "tests" / "fakes" / "livekit_server.py"))
+    path.write_text(SCRIPT.format(version=FAKE_VERSION, record=record, python=sys.executable))
     path.chmod(0o755)
     return path
 

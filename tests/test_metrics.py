@@ -359,10 +359,10 @@ async def test_multiprocess_scrape_sums_every_process(
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[tuple[Any, Path, int]]:
-    """`python -m agent start` against the fake LiveKit; yields (fake, state dir, metrics port)."""
-    from tests.fakes.livekit_server import free_port, start_fake_livekit
+    """`python -m agent start` against the LiveKit dev server; yields (it, state dir, port)."""
+    from tests.livekit_support import free_port, start_dev_livekit
 
-    fake = start_fake_livekit()
+    fake = start_dev_livekit()
     home, port = tmp_path / "state", free_port()
     stale = home / "metrics" / "counter_999999999.db"
     stale.parent.mkdir(parents=True)
@@ -436,15 +436,16 @@ async def test_worker_serves_metrics_of_all_its_processes(
         await lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name="letta-voice-agent", room=room))
 
-    # accepted in the main process; the job process's ctx.connect() fails on the fake (no
-    # media): that failure is counted by the job process and summed into the same scrape
+    # accepted in the main process; the job process joins the room and starts its session:
+    # its live conversation gauge is summed into the same scrape
     async def counted() -> list[Sample] | None:
         s = parse(await asyncio.to_thread(_get, url) or "")
         done = (value(s, "voicectl_jobs_total", result="accepted") == 1
-                and value(s, "voicectl_startup_failures_total", stage="connect") == 1)
+                and value(s, "livekit_active_conversations") == 1)
         return s if done else None
 
-    await wait_until(counted, 45.0)
+    samples = await wait_until(counted, 45.0)
+    assert not value(samples, "voicectl_startup_failures_total", stage="connect")
 
 
 # --------------------------------------------------------------------------- dashboard

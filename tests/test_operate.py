@@ -1,4 +1,4 @@
-"""dispatch, token, hybrid and doctor against the fake LiveKit server and a real worker."""
+"""dispatch, token, hybrid and doctor against the LiveKit dev server and a real worker."""
 
 from __future__ import annotations
 
@@ -9,33 +9,33 @@ import sys
 import pytest
 from livekit.api import TokenVerifier
 
-from tests.cli_project import REPO, Project, base_env, free_port, standin_cmd
-from tests.fakes.livekit_server import start_fake_livekit
+from tests.cli_project import Project, base_env, free_port, standin_cmd
+from tests.livekit_support import start_dev_livekit
 from voicectl import ttft
 
 
 @pytest.fixture
-def fake_livekit():
-    with start_fake_livekit() as lk:
+def dev_livekit():
+    with start_dev_livekit() as lk:
         yield lk
 
 
 @pytest.fixture
-def project(tmp_path, fake_livekit):
+def project(tmp_path, dev_livekit):
     proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
-    proj.env.update(fake_livekit.env())
+    proj.env.update(dev_livekit.env())
     proj.env["LETTA_MODE"] = "external"
     return proj
 
 
-def test_token_is_a_valid_join_token(project, fake_livekit):
+def test_token_is_a_valid_join_token(project, dev_livekit):
     res = project.run("token", "room-1", "--identity", "alice", "--ttl", "10m", "--json",
                       check=True)
     doc = json.loads(res.stdout)
-    claims = TokenVerifier(fake_livekit.api_key, fake_livekit.api_secret).verify(doc["token"])
+    claims = TokenVerifier(dev_livekit.api_key, dev_livekit.api_secret).verify(doc["token"])
     assert claims.identity == "alice"
     assert claims.video.room == "room-1" and claims.video.room_join
-    assert doc["url"] == fake_livekit.url
+    assert doc["url"] == dev_livekit.url
     plain = project.run("token", "room-1", "--identity", "alice", check=True).stdout.strip()
     assert plain.count(".") == 2  # just the JWT, for $(voicectl token ...)
 
@@ -54,7 +54,7 @@ def test_bad_input_is_exit_2(project, args):
     assert res.stderr.startswith("voicectl: error: ") and "Traceback" not in res.stderr
 
 
-def test_dispatch_list_and_delete(project, fake_livekit):
+def test_dispatch_list_and_delete(project, dev_livekit):
     first = json.loads(project.run("dispatch", "test-room", "--metadata", '{"letta": "a1"}',
                                    "--json", check=True).stdout)
     assert first["dispatch_id"].startswith("AD_")
@@ -63,7 +63,7 @@ def test_dispatch_list_and_delete(project, fake_livekit):
     second = json.loads(project.run("dispatch", "test-room", "--agent-name", "other",
                                     "--json", check=True).stdout)
     assert second["room_existed"] is True  # the first dispatch created it
-    state = fake_livekit.state()
+    state = dev_livekit.state()
     named = {d["agent_name"] for d in state["dispatches"]} - {""}  # "" is the automatic one
     assert named == {"letta-voice-agent", "other"}
     assert any(d.get("metadata") == '{"letta":"a1"}' for d in state["dispatches"])
@@ -78,11 +78,11 @@ def test_dispatch_list_and_delete(project, fake_livekit):
     assert [d["dispatch_id"] for d in listed if d["agent_name"]] == [second["dispatch_id"]]
 
 
-def test_dispatch_create_room_reports_it(project, fake_livekit):
+def test_dispatch_create_room_reports_it(project, dev_livekit):
     doc = json.loads(project.run("dispatch", "fresh-room", "--create-room", "--json",
                                  check=True).stdout)
     assert doc["room_created"] is True and doc["room_existed"] is False
-    assert "fresh-room" in {r["name"] for r in fake_livekit.state()["rooms"]}
+    assert "fresh-room" in {r["name"] for r in dev_livekit.state()["rooms"]}
 
 
 def test_dispatch_with_wrong_secret_is_one_line(project):
@@ -149,13 +149,13 @@ def test_doctor_warns_when_the_log_scanner_is_not_built(monkeypatch):
     assert "python3-dev" in check.fix
 
 
-def test_doctor_names_the_holder_of_a_port(project, fake_livekit):
-    """The fake server holds the LiveKit port, and it was not started by voicectl."""
+def test_doctor_names_the_holder_of_a_port(project, dev_livekit):
+    """The dev server holds the LiveKit port, and it was not started by voicectl."""
     res = project.run("doctor", "--json")
     checks = {c["name"]: c for c in json.loads(res.stdout)}
-    port = checks[f"port {fake_livekit.port}"]
+    port = checks[f"port {dev_livekit.port}"]
     assert port["status"] == "fail"
-    assert f"held by pid {fake_livekit.proc.pid} (python" in port["detail"]
+    assert f"held by pid {dev_livekit.proc.pid} (python" in port["detail"]
     assert res.returncode == 1
 
 
@@ -166,7 +166,7 @@ def test_doctor_masks_keys(project):
     assert "sk…ij" in res.stdout
 
 
-# --- with a running stack: fake LiveKit as the livekit service, a real worker -----------
+# --- with a running stack: the dev server as the livekit service, a real worker --------
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
@@ -179,8 +179,7 @@ def stack(tmp_path_factory):
         AGENT_HTTP_PORT=str(agent),
         WEB_PORT=str(free_port()),
         METRICS_PORT=str(free_port()),
-        VOICECTL_LIVEKIT_CMD=f"{sys.executable} {REPO}/tests/fakes/livekit_server.py "
-        f"--port {lk}",
+        VOICECTL_LIVEKIT_CMD=f"{sys.executable} -m voicectl.livekit_dev --port {lk}",
         VOICECTL_LETTA_CMD=standin_cmd(letta),
         USE_HYBRID_STREAMING="true",
     )
@@ -201,7 +200,7 @@ def test_doctor_on_a_running_stack(stack):
     assert checks["livekit credentials"]["status"] == "ok"
     assert checks["service agent"]["status"] == "ok"
     assert "registered as AW_" in checks["service agent"]["detail"]
-    assert checks["livekit-server"]["status"] == "warn"  # replaced by the fake
+    assert checks["livekit-server"]["status"] == "warn"  # replaced by VOICECTL_LIVEKIT_CMD
     bad = stack.run("doctor", "--json", env={"LIVEKIT_API_SECRET": "wrong-secret"})
     checks = {c["name"]: c for c in json.loads(bad.stdout)}
     assert checks["livekit credentials"]["status"] == "fail"

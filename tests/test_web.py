@@ -1,9 +1,10 @@
 """The browser console: its API (input checks, origin policy, token, dispatch) and the page.
 
-The console runs as a real subprocess (`python -m voicectl.web`) against the fake LiveKit
-server and, where agents are listed, the real Letta server (`managed_letta`). The page runs in
-Debian's Chromium, driven by playwright-core from npm (tests/web/driver.mjs): the driver only
-acts and observes, the assertions are here. Set-up: scripts/install_test_deps.sh.
+The console runs as a real subprocess (`python -m voicectl.web`) against the LiveKit dev
+server (`python -m voicectl.livekit_dev`) and, where agents are listed, the real Letta server
+(`managed_letta`). The page runs in Debian's Chromium, driven by playwright-core from npm
+(tests/web/driver.mjs): the driver only acts and observes, the assertions are here. Set-up:
+scripts/install_test_deps.sh.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 from livekit.api import TokenVerifier
 
 from tests.cli_project import REPO, base_env, free_port
-from tests.fakes.livekit_server import FakeLiveKit, start_fake_livekit
+from tests.livekit_support import DevLiveKit, start_dev_livekit
 from voicectl import letta_agents
 from voicectl.web import STATIC_DIR
 from voicectl.web.probe import probe_web
@@ -38,7 +39,7 @@ PLAYWRIGHT = REPO / "tests" / "web" / "node_modules" / "playwright-core"
 AGENT_NAME = "letta-voice-agent"
 SCREENSHOT = Path("/tmp/web-console.png")
 UNKNOWN_AGENT = "agent-00000000-0000-4000-8000-000000000000"
-# the fake's dev secret is short, as `livekit-server --dev`'s is
+# the dev secret is short, as `livekit-server --dev`'s is
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
 
@@ -114,8 +115,8 @@ def dead_url(scheme: str = "http") -> str:
     return f"{scheme}://127.0.0.1:{free_port()}"
 
 
-def dispatches(fake: FakeLiveKit, room: str) -> list[dict[str, Any]]:
-    """Our agent's dispatches into `room` on the fake server."""
+def dispatches(fake: DevLiveKit, room: str) -> list[dict[str, Any]]:
+    """Our agent's dispatches into `room` on the dev server."""
     return [d for d in fake.state()["dispatches"]
             if d["room"] == room and d["agent_name"] == AGENT_NAME]
 
@@ -124,14 +125,14 @@ def dispatches(fake: FakeLiveKit, room: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fake_lk() -> Iterator[FakeLiveKit]:
-    with start_fake_livekit() as fake:
+def fake_lk() -> Iterator[DevLiveKit]:
+    with start_dev_livekit() as fake:
         yield fake
 
 
 @pytest.fixture(scope="module")
-def web_offline(fake_lk: FakeLiveKit) -> Iterator[WebConsole]:
-    """The console with the fake LiveKit and no Letta server."""
+def web_offline(fake_lk: DevLiveKit) -> Iterator[WebConsole]:
+    """The console with the LiveKit dev server and no Letta server."""
     web = start_web(fake_lk.env(), dead_url())
     yield web
     assert web.stop() == 0, web.log()
@@ -155,8 +156,8 @@ def letta_agent(managed_letta: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def web_live(fake_lk: FakeLiveKit, managed_letta: Any) -> Iterator[WebConsole]:
-    """The console with the fake LiveKit and the real Letta."""
+def web_live(fake_lk: DevLiveKit, managed_letta: Any) -> Iterator[WebConsole]:
+    """The console with the LiveKit dev server and the real Letta."""
     web = start_web(fake_lk.env(), managed_letta.base_url)
     yield web
     web.stop()
@@ -179,7 +180,7 @@ def test_health_reports_each_dependency(web_offline: WebConsole, web_broken: Web
 
 
 def test_probe_tells_the_console_from_other_servers(web_offline: WebConsole,
-                                                   fake_lk: FakeLiveKit) -> None:
+                                                   fake_lk: DevLiveKit) -> None:
     assert probe_web(web_offline.port).ok
     assert not probe_web(fake_lk.port).ok
     assert "connection refused" in probe_web(free_port()).detail
@@ -189,7 +190,7 @@ def test_probe_tells_the_console_from_other_servers(web_offline: WebConsole,
 
 
 def test_token_is_minted_for_the_room_and_verifies(web_offline: WebConsole,
-                                                   fake_lk: FakeLiveKit) -> None:
+                                                   fake_lk: DevLiveKit) -> None:
     status, body, _ = web_offline.call("POST", "/api/token",
                                        {"room": "tok-room", "identity": "web-alice"})
     assert status == 200, body
@@ -201,7 +202,7 @@ def test_token_is_minted_for_the_room_and_verifies(web_offline: WebConsole,
 
 
 def test_dispatch_reaches_livekit_with_the_letta_agent_in_metadata(
-        web_offline: WebConsole, fake_lk: FakeLiveKit) -> None:
+        web_offline: WebConsole, fake_lk: DevLiveKit) -> None:
     agent_id = "agent-1b2c3d4e-0000-4000-8000-123456789abc"
     status, body, _ = web_offline.call("POST", "/api/dispatch-agent",
                                        {"room": "disp-room", "letta_agent_id": agent_id})
@@ -215,7 +216,7 @@ def test_dispatch_reaches_livekit_with_the_letta_agent_in_metadata(
 
 
 def test_dispatch_without_an_agent_id_uses_the_agents_default(
-        web_offline: WebConsole, fake_lk: FakeLiveKit) -> None:
+        web_offline: WebConsole, fake_lk: DevLiveKit) -> None:
     status, body, _ = web_offline.call("POST", "/api/dispatch-agent",
                                        {"room": "default-room", "letta_agent_id": None})
     assert status == 200, body
@@ -261,7 +262,7 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("path", "body", "status", "message"), BAD_INPUT,
                          ids=[f"{p.rsplit('/', 1)[1]}-{m}" for p, _, _, m in BAD_INPUT])
-def test_bad_input_is_refused_with_a_reason(web_offline: WebConsole, fake_lk: FakeLiveKit,
+def test_bad_input_is_refused_with_a_reason(web_offline: WebConsole, fake_lk: DevLiveKit,
                                             path: str, body: Any, status: int,
                                             message: str) -> None:
     before = len(fake_lk.state()["dispatches"])
@@ -284,7 +285,7 @@ FOREIGN_ORIGINS = ["http://evil.example", "null", "http://127.0.0.1:1", "https:/
 
 
 @pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
-def test_cross_origin_requests_are_refused(web_offline: WebConsole, fake_lk: FakeLiveKit,
+def test_cross_origin_requests_are_refused(web_offline: WebConsole, fake_lk: DevLiveKit,
                                            origin: str) -> None:
     before = len(fake_lk.state()["dispatches"])
     for method, path, body in (("POST", "/api/dispatch-agent", {"room": "xo-room"}),
@@ -316,7 +317,7 @@ def test_foreign_host_header_is_refused(web_offline: WebConsole) -> None:
         assert status == 403 and "not allowed" in body["error"]
 
 
-def test_page_headers_lock_down_the_page(web_offline: WebConsole, fake_lk: FakeLiveKit) -> None:
+def test_page_headers_lock_down_the_page(web_offline: WebConsole, fake_lk: DevLiveKit) -> None:
     status, html, headers = web_offline.call("GET", "/")
     assert status == 200 and "livekit-client.umd.js" in html
     csp = headers["Content-Security-Policy"]
@@ -352,7 +353,7 @@ def test_agents_lists_the_letta_agents(web_live: WebConsole, letta_agent: dict) 
 
 @pytest.mark.parametrize("agent_id", [UNKNOWN_AGENT, "agent-not-a-uuid"])
 def test_unknown_letta_agent_is_a_404_and_not_dispatched(web_live: WebConsole,
-                                                         fake_lk: FakeLiveKit,
+                                                         fake_lk: DevLiveKit,
                                                          agent_id: str) -> None:
     status, body, _ = web_live.call("POST", "/api/dispatch-agent",
                                     {"room": "ghost-room", "letta_agent_id": agent_id})
@@ -384,7 +385,14 @@ def run_browser(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def test_page_lists_agents_and_connect_dispatches(web_live: WebConsole, fake_lk: FakeLiveKit,
+PAGE_PARTICIPANT = """() => {
+  const lp = window.voiceConsole.state.room.localParticipant;
+  const audio = [...lp.trackPublications.values()].filter((t) => t.kind === 'audio');
+  return {identity: lp.identity, sid: lp.sid, audio_tracks: audio.length};
+}"""
+
+
+def test_page_lists_agents_and_connect_dispatches(web_live: WebConsole, fake_lk: DevLiveKit,
                                                  letta_agent: dict) -> None:
     room = "browser-room"
     out = run_browser([
@@ -394,26 +402,34 @@ def test_page_lists_agents_and_connect_dispatches(web_live: WebConsole, fake_lk:
         {"op": "select", "selector": "#agent-select", "value": letta_agent["id"]},
         {"op": "fill", "selector": "#room-input", "value": room},
         {"op": "click", "selector": "#connect-btn"},
-        {"op": "wait_text", "selector": "#errors", "pattern": "media connection"},
-        {"op": "wait_text", "selector": "#conn-state", "pattern": "^failed$"},
+        {"op": "wait_text", "selector": "#conn-state", "pattern": "^connected$"},
+        {"op": "wait_text", "selector": "#activity", "pattern": "microphone on"},
         {"op": "text", "selector": "#errors"},
         {"op": "text", "selector": "#activity"},
         {"op": "text", "selector": "#dispatch-info"},
         {"op": "text", "selector": "#agent-status"},
+        {"op": "call", "fn": PAGE_PARTICIPANT},
         {"op": "screenshot", "path": str(SCREENSHOT), "full_page": True},
     ])
-    errors, activity, dispatch_info, agent_status = out["results"][8:12]
-    assert f"joining {room} at {fake_lk.url} failed" in errors
+    errors, activity, dispatch_info, agent_status, me = out["results"][8:13]
+    assert errors.strip() == "", errors
     assert "token minted for web-" in activity
     assert f"with Letta agent {letta_agent['id']}" in activity
-    assert "could not join the room" in agent_status
-    # the dispatch reached LiveKit with the chosen Letta agent; the browser then tried /rtc
+    assert "connection: connected" in activity
+    # no worker runs here: the agent was dispatched and is awaited
+    assert f"waiting for {AGENT_NAME} to join" in agent_status
+    # the dispatch reached LiveKit with the chosen Letta agent; the browser joined the room
     [found] = dispatches(fake_lk, room)
     assert json.loads(found["metadata"]) == {"letta_agent_id": letta_agent["id"]}
     assert found["id"] in dispatch_info
-    attempts = [a for a in fake_lk.state()["rtc_attempts"] if a["room"] == room]
-    assert attempts and all(a["token_valid"] and a["identity"].startswith("web-")
-                            for a in attempts)
+    # the server saw that participant join with the JS SDK and publish its fake microphone
+    # (the browser has closed by now, so its log says it, not the live state)
+    assert me["identity"].startswith("web-") and me["sid"].startswith("PA_"), me
+    assert me["audio_tracks"] == 1, me
+    logs = fake_lk.logs()
+    assert (f"participant joined room={room} identity={me['identity']} sid={me['sid']} "
+            "kind=STANDARD sdk=js ") in logs
+    assert f"track published room={room} identity={me['identity']}" in logs
 
 
 def test_page_shows_letta_and_livekit_failures(web_broken: WebConsole) -> None:

@@ -1,15 +1,16 @@
-"""A minimal real livekit-agents worker for tests against the fake LiveKit server.
+"""A minimal real livekit-agents worker for tests against the LiveKit dev server.
 
 Run it as LiveKit users do, with LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET pointing at
-the fake (tests/fakes/livekit_server.py)::
+the dev server (``python -m voicectl.livekit_dev``; tests start it with
+``tests.livekit_support.start_dev_livekit``)::
 
     python -m livekit.agents start tests/fakes/worker_app.py
 
 Environment:
     FAKE_AGENT_NAME       agent name for explicit dispatch (default ``fake-test-agent``)
     FAKE_AGENT_HTTP_PORT  port of the worker's health server (``/`` and ``/worker``); default 0
-    FAKE_AGENT_CONNECT    ``1`` (default): the entrypoint calls ``ctx.connect()``, which fails
-                          against the fake (its ``/rtc`` answers 501); ``0``: it only logs
+    FAKE_AGENT_CONNECT    ``1`` (default): the entrypoint calls ``ctx.connect()`` and joins the
+                          room; ``0``: it only logs
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ server = AgentServer(
 
 @server.rtc_session(agent_name=os.environ.get("FAKE_AGENT_NAME", "fake-test-agent"))
 async def entrypoint(ctx: JobContext) -> None:
-    """Log the job; try to join the room when asked (expected to fail against the fake)."""
+    """Log the job; join the room when asked."""
     logger.info("job started: room=%s job=%s", ctx.job.room.name, ctx.job.id)
     if os.environ.get("FAKE_AGENT_CONNECT", "1") != "1":
         return
     try:
         await ctx.connect()
-    except Exception as exc:  # the fake has no media: /rtc answers 501
-        logger.warning("ctx.connect() failed (expected against the fake): %s", exc)
+    except Exception as exc:
+        logger.warning("ctx.connect() failed: %s", exc)
+        raise
+    logger.info("joined room %s as %s", ctx.room.name, ctx.room.local_participant.identity)

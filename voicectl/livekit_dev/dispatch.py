@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import logging
 import random
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,13 @@ if TYPE_CHECKING:
     from voicectl.livekit_dev.workers import WorkerSession
 
 log = logging.getLogger("livekit-dev.dispatch")
+
+
+
+def as_float32(value: float) -> float:
+    """``value`` as the float32 a worker's reported load is (UpdateWorkerStatus.load is a
+    protobuf float): compared so, a worker reporting 0.7 is at a 0.7 target, not below it."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 AGENT_NAME_ATTRIBUTE = "lk.agent_name"
 
@@ -90,6 +98,10 @@ class Dispatcher:
         self.dispatches: dict[str, Dispatch] = {}
         self.jobs: dict[str, Job] = {}
         self.rng = rng or random.Random()
+
+    @property
+    def target_load_f32(self) -> float:
+        return as_float32(self.server.config.target_load)
 
     # ------------------------------------------------------------------ dispatches
 
@@ -164,7 +176,7 @@ class Dispatcher:
             w for w in self.server.workers.values()
             if w.id not in attempted and w.status == agent_pb.WS_AVAILABLE
             and w.agent_name == agent_name and w.job_type == job_type
-            and w.load < self.server.config.target_load
+            and w.load < self.target_load_f32
         ]  # fmt: skip
 
     def select_worker(
@@ -183,7 +195,8 @@ class Dispatcher:
         if not named:
             return "no worker registered with that agent name"
         limit = self.server.config.target_load
-        if all(w.load >= limit or w.status != agent_pb.WS_AVAILABLE for w in named):
+        if all(w.load >= self.target_load_f32 or w.status != agent_pb.WS_AVAILABLE
+               for w in named):
             loads = ", ".join(f"{w.id} load {w.load:.2f}" for w in named)
             return f"no servers available: every worker is full or at load >= {limit} "\
                    f"({loads})"

@@ -39,7 +39,8 @@ def parse_keys(text: str) -> dict[str, str]:
     return keys
 
 
-def parse_args(argv: Sequence[str] | None = None) -> cfg.DevConfig:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[cfg.DevConfig, str]:
+    """The settings, and the log level."""
     parser = argparse.ArgumentParser(
         prog="python -m voicectl.livekit_dev",
         description="voicectl's LiveKit dev server: signaling, WebRTC audio, data, Twirp API "
@@ -68,17 +69,21 @@ def parse_args(argv: Sequence[str] | None = None) -> cfg.DevConfig:
                         "worker that registers later (the real server drops them)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    source = "--keys" if args.keys else "LIVEKIT_KEYS"
     raw_keys = args.keys or os.environ.get("LIVEKIT_KEYS", "")
     try:
         keys = parse_keys(raw_keys) if raw_keys.strip() else {cfg.DEV_KEY: cfg.DEV_SECRET}
     except ValueError as exc:
-        parser.error(f"LIVEKIT_KEYS / --keys: {exc}")
-    return cfg.DevConfig(
+        # one line, like every voicectl failure; never the value itself (it holds a secret)
+        print(f"livekit-dev: bad {source}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    config = cfg.DevConfig(
         host=args.bind, port=args.port, keys=keys, state_file=args.state_file,
         availability_timeout=args.availability_timeout, empty_timeout=args.empty_timeout,
         departure_timeout=args.departure_timeout, missing_room_delay=args.missing_room_delay,
         redispatch_on_register=args.redispatch_on_register, target_load=args.target_load,
-    ), args.log_level  # type: ignore[return-value]
+    )
+    return config, args.log_level
 
 
 def _setup_logging(level: str) -> None:
@@ -124,7 +129,7 @@ async def serve(config: cfg.DevConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, level = parse_args(argv)  # type: ignore[misc]
+    config, level = parse_args(argv)
     _setup_logging(level)
     try:
         asyncio.run(serve(config))

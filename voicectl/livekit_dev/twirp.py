@@ -99,7 +99,8 @@ def _encode(msg: Message, content_type: str) -> web.Response:
         text = json_format.MessageToJson(
             msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        return web.Response(text=text, content_type="application/json")
+        # exactly application/json, as Go's twirp writes it (aiohttp would add a charset)
+        return web.Response(body=text.encode(), headers={"Content-Type": "application/json"})
     return web.Response(body=msg.SerializeToString(), content_type="application/protobuf")
 
 
@@ -190,8 +191,10 @@ class TwirpAPI:
         self, auth: Auth | None, req: room_pb.ListParticipantsRequest
     ) -> Message:
         require_admin(auth, req.room)
-        room = self._room(req.room)
-        return room_pb.ListParticipantsResponse(participants=[p.info() for p in room.active()])
+        # the room store answers an empty list for a room it does not know: no not_found
+        room = self.server.rooms.get(req.room)
+        active = room.active() if room is not None else []
+        return room_pb.ListParticipantsResponse(participants=[p.info() for p in active])
 
     async def get_participant(
         self, auth: Auth | None, req: room_pb.RoomParticipantIdentity
