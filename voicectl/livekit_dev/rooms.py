@@ -32,6 +32,10 @@ class Room:
     dispatch_ids: list[str] = field(default_factory=list)
     participants: dict[str, Participant] = field(default_factory=dict)
     ever_joined: bool = False
+    #: the timeouts in force, in seconds: the request's, else the server's (which tests may
+    #: shorten below a second; the proto carries whole seconds, as clients expect)
+    empty_timeout: float = 0.0
+    departure_timeout: float = 0.0
     closes_at: float | None = None
     _timer: asyncio.TimerHandle | None = None
 
@@ -57,7 +61,7 @@ class Room:
         return {
             "name": p.name, "sid": p.sid, "metadata": p.metadata,
             "created_at": p.creation_time, "num_participants": p.num_participants,
-            "empty_timeout": p.empty_timeout, "departure_timeout": p.departure_timeout,
+            "empty_timeout": self.empty_timeout, "departure_timeout": self.departure_timeout,
             "closes_at": self.closes_at, "dispatch_ids": list(self.dispatch_ids),
             "participants": [x.snapshot() for x in self.active()],
         }  # fmt: skip
@@ -87,16 +91,17 @@ class RoomRegistry:
         proto = models_pb.Room(
             sid=new_id("RM_"),
             name=name,
-            empty_timeout=req.empty_timeout or round(self.empty_timeout),
-            departure_timeout=req.departure_timeout or round(self.departure_timeout),
+            empty_timeout=req.empty_timeout or max(1, round(self.empty_timeout)),
+            departure_timeout=req.departure_timeout or max(1, round(self.departure_timeout)),
             max_participants=req.max_participants,
             creation_time=int(now),
             creation_time_ms=int(now * 1000),
             metadata=req.metadata,
         )
-        room = self.rooms[name] = Room(proto)
-        # an explicit timeout in the request counts in seconds; ours may be shortened for tests
-        self._schedule(room, req.empty_timeout or self.empty_timeout)
+        room = self.rooms[name] = Room(
+            proto, empty_timeout=float(req.empty_timeout or self.empty_timeout),
+            departure_timeout=float(req.departure_timeout or self.departure_timeout))
+        self._schedule(room, room.empty_timeout)
         log.info("room created name=%s sid=%s", name, proto.sid)
         return room
 
@@ -115,12 +120,8 @@ class RoomRegistry:
         if room.participants.get(participant.identity) is participant:
             del room.participants[participant.identity]
         if not room.keeps_open() and room.closes_at is None:
-            if room.ever_joined:
-                self._schedule(room, room.proto.departure_timeout
-                               if room.proto.departure_timeout != round(self.departure_timeout)
-                               else self.departure_timeout)
-            else:
-                self._schedule(room, self.empty_timeout)
+            self._schedule(room, room.departure_timeout if room.ever_joined
+                           else room.empty_timeout)
 
     def _schedule(self, room: Room, delay: float) -> None:
         self._cancel(room)

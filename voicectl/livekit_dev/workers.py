@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livekit-dev.workers")
 
+HEARTBEAT_S = 10.0
 JOB_STATUS_NAMES = {
     agent_pb.JS_RUNNING: "running",
     agent_pb.JS_SUCCESS: "success",
@@ -108,7 +109,7 @@ class WorkerHub:
         if auth is None or not (auth.video and auth.video.agent):
             log.info("worker unauthorized: token without the agent grant")
             return web.Response(status=401, text=PERMISSION_DENIED)
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)  # the real server pings every 10 s
         await ws.prepare(request)
         session = WorkerSession(id=new_id("AW_"), ws=ws, api_key=auth.api_key)
         self.sessions.add(session)
