@@ -160,8 +160,10 @@ async def test_worker_killed_mid_conversation_comes_back(stack: Project, tmp_pat
             row = stack.status()["agent"]
             ok = row["state"] == "running" and row["pid"] != before["pid"]
             # a dispatch made before the new worker registered is dropped, as the real
-            # server drops it: wait until LiveKit lists an available worker again
-            workers = [w for w in dev_state(stack)["workers"] if w["status"] == "available"]
+            # server drops it, and a worker still loading its models (both cores busy)
+            # declines it: wait until LiveKit lists the new worker available and at ease
+            workers = [w for w in dev_state(stack)["workers"]
+                       if w["status"] == "available" and w["load"] < 0.7]
             return row if ok and workers else None
 
         row = await asyncio.to_thread(wait_for, restarted, 120, 0.5)

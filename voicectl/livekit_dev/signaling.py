@@ -66,6 +66,10 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.lower() in ("1", "true", "yes")
 
 
+def _int(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0
+
+
 class Signaling:
     """The ``/rtc`` handlers; what a message does to the room is the server's."""
 
@@ -118,8 +122,9 @@ class Signaling:
         participant = await self.server.join(
             auth, conn,
             auto_subscribe=_flag(query.get("auto_subscribe"), True),
-            protocol=int(query.get("protocol") or 0) if (query.get("protocol") or "0").isdigit()
-            else 0,
+            # `protocol` is the signal protocol (16-18); `client_protocol` (JS: 2) the one agents
+            # read from ParticipantInfo to choose how to send transcriptions
+            protocol=_int(query.get("client_protocol")),
             sdk=f"{query.get('sdk', '')} {query.get('version', '')}".strip(),
         )
         if participant is None:
