@@ -136,9 +136,9 @@ class Caller:
         self.agent_left = asyncio.Event()
         self._room: rtc.Room | None = None
         self._source: rtc.AudioSource | None = None
-        self._mic_sid = ""
+        self._mic_sids: set[str] = set()  # a full reconnect publishes the microphone anew
         self._chunks: list[tuple[float, np.ndarray]] = []
-        self._texts: list[tuple[float, str, str]] = []  # (arrived, transcribed track, text)
+        self._texts: list[tuple[float, bool, str]] = []  # (arrived, of the caller?, text)
         self._changed = asyncio.Event()  # any agent, track, state or transcript news
         self._asking = False  # a question, not the silence, has the microphone
         self._mic = asyncio.Lock()  # one capture at a time: the SDK refuses overlapping ones
@@ -181,7 +181,7 @@ class Caller:
         self._source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=40)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        self._mic_sid = (await room.local_participant.publish_track(track, options)).sid
+        self._mic_sids.add((await room.local_participant.publish_track(track, options)).sid)
         self._spawn(self._keep_silent())
 
     async def summon(self, dispatch: bool = True) -> None:
@@ -282,7 +282,7 @@ class Caller:
 
         @room.on("local_track_published")
         def on_published(publication: rtc.LocalTrackPublication, _track: object) -> None:
-            self._mic_sid = publication.sid  # a full reconnect publishes it again, anew
+            self._mic_sids.add(publication.sid)
 
         def on_text(reader: rtc.TextStreamReader, _identity: str) -> None:
             self._spawn(self._read_text(reader))
@@ -323,7 +323,10 @@ class Caller:
         text = (await reader.read_all()).strip()
         attrs = reader.info.attributes or {}
         if attrs.get(ATTR_FINAL, "true") == "true" and text:
-            self._texts.append((time.time(), attrs.get(ATTR_TRACK, ""), text))
+            track = attrs.get(ATTR_TRACK, "")
+            if self._room is not None:  # after a reconnect the SDK may not say it republished
+                self._mic_sids.update(self._room.local_participant.track_publications)
+            self._texts.append((time.time(), track in self._mic_sids, text))
             self._changed.set()
 
     def _answered(self, x: Exchange, states_from: int) -> bool:
@@ -332,12 +335,12 @@ class Caller:
         if "speaking" not in states:
             return False
         after = states[len(states) - 1 - states[::-1].index("speaking"):]
-        replies = [t for t in self._texts if t[0] >= x.asked_at and t[1] != self._mic_sid]
+        replies = [t for t in self._texts if t[0] >= x.asked_at and not t[1]]
         return bool(replies) and any(st in ("listening", "idle") for st in after)
 
     def _fill(self, x: Exchange, states_from: int) -> None:
-        mine = [t for t in self._texts if t[0] >= x.asked_at and t[1] == self._mic_sid]
-        theirs = [t for t in self._texts if t[0] >= x.asked_at and t[1] != self._mic_sid]
+        mine = [t for t in self._texts if t[0] >= x.asked_at and t[1]]
+        theirs = [t for t in self._texts if t[0] >= x.asked_at and not t[1]]
         x.heard = " ".join(text for _, _, text in mine)
         x.reply = " ".join(text for _, _, text in theirs)
         if mine:
