@@ -540,7 +540,9 @@
         activity(`connection: ${s}`);
       })
       .on(RoomEvent.Disconnected, (reason) => {
-        if (state.room === room) teardown(`disconnected${reason !== undefined ? ` (${reason})` : ''}`);
+        const names = LivekitClient.DisconnectReason || {};
+        const why = reason === undefined ? '' : ` (${names[reason] || reason})`;
+        if (state.room === room) teardown(`disconnected${why}`);
       })
       .on(RoomEvent.ParticipantConnected, (p) => {
         if (isAgent(p)) agentJoined(p);
@@ -693,8 +695,13 @@
     $('disconnect-btn').addEventListener('click', () => disconnect().catch(
       (err) => showError('disconnect', errorText(err))));
     $('refresh-agents').addEventListener('click', loadAgents);
-    $('audio-btn').addEventListener('click', () => state.room && state.room.startAudio().then(
-      () => { $('audio-btn').hidden = true; }, (err) => showError('audio', errorText(err))));
+    $('audio-btn').addEventListener('click', () => {
+      if (state.audio) state.audio.ctx.resume().catch(() => {});
+      if (state.room) {
+        state.room.startAudio().then(() => { $('audio-btn').hidden = true; },
+          (err) => showError('audio', errorText(err)));
+      }
+    });
     if (typeof LivekitClient === 'undefined') {
       showError('page', 'livekit-client did not load (/static/vendor/livekit-client.umd.js)');
       $('connect-btn').disabled = true;
