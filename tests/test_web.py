@@ -451,22 +451,36 @@ def test_page_shows_letta_and_livekit_failures(web_broken: WebConsole) -> None:
 
 TRANSCRIPT_SCRIPT = """async () => {
   const vc = window.voiceConsole;
-  // a stand-in room: only the local identity is read by the transcript code
-  vc.state.room = {localParticipant: {identity: 'web-me'}};
-  const stream = (attrs, chunks) => ({
-    info: {id: 'S' + Math.random(), attributes: attrs},
-    readAll: async () => chunks.join(''),
-    async *[Symbol.asyncIterator]() { for (const c of chunks) yield c; },
-  });
-  const user = {identity: 'web-me'}, agent = {identity: 'agent-AJ_1'};
-  await vc.onTranscriptionStream(stream({'lk.segment_id': 'U1',
-    'lk.transcription_final': 'false'}, ['what is']), user);
-  await vc.onTranscriptionStream(stream({'lk.segment_id': 'U1',
-    'lk.transcription_final': 'true'}, ['what is the time']), user);
-  await vc.onTranscriptionStream(stream({'lk.segment_id': 'A1',
-    'lk.transcription_final': 'false'}, ['It is ', 'noon.']), agent);
-  vc.onTranscriptionReceived([{id: 'U2', text: 'thanks', final: true}], user);
-  vc.onTranscriptionReceived([{id: 'A2', text: 'You are welcome.', final: true}], agent);
+  // a stand-in room: the transcript code reads the local identity and the local track sids
+  vc.state.room = {localParticipant: {identity: 'web-me',
+    trackPublications: new Map([['TR_mic', {trackSid: 'TR_mic'}]])}};
+  // a text stream as livekit-client hands it over: the trailer's attributes are merged into
+  // info.attributes once the stream has ended
+  const stream = (attrs, chunks, trailer = {}) => {
+    const info = {id: 'S' + Math.random(), attributes: attrs};
+    const done = () => { info.attributes = {...info.attributes, ...trailer}; };
+    return {
+      info,
+      readAll: async () => { done(); return chunks.join(''); },
+      async *[Symbol.asyncIterator]() { for (const c of chunks) yield c; done(); },
+    };
+  };
+  // livekit-agents sends both sides from the agent: your transcript names your track
+  const agent = {identity: 'agent-AJ_1'};
+  const mine = {'lk.transcribed_track_id': 'TR_mic'};
+  const its = {'lk.transcribed_track_id': 'TR_agent'};
+  await vc.onTranscriptionStream(stream({...mine, 'lk.segment_id': 'U1',
+    'lk.transcription_final': 'false'}, ['what is']), agent);
+  await vc.onTranscriptionStream(stream({...mine, 'lk.segment_id': 'U1',
+    'lk.transcription_final': 'true'}, ['what is the time']), agent);
+  await vc.onTranscriptionStream(stream({...its, 'lk.segment_id': 'A1',
+    'lk.transcription_final': 'false'}, ['It is ', 'noon.'],
+    {'lk.transcription_final': 'true'}), agent);
+  await vc.onTranscriptionStream(stream({...mine, 'lk.segment_id': 'U2',
+    'lk.transcription_final': 'true'}, ['thanks']), agent);
+  await vc.onTranscriptionStream(stream({...its, 'lk.segment_id': 'A2',
+    'lk.transcription_final': 'false'}, ['You are ', 'welcome.'],
+    {'lk.transcription_final': 'true'}), agent);
   vc.state.room = null;
   return {
     messages: [...document.querySelectorAll('#transcript .msg')].map(
@@ -474,6 +488,7 @@ TRANSCRIPT_SCRIPT = """async () => {
     latency: [...document.querySelectorAll('#latency-list tr')].map(
       (r) => [...r.children].map((c) => c.textContent)),
     average: document.getElementById('latency-avg').textContent,
+    average_text: document.getElementById('latency-avg-text').textContent,
   };
 }"""
 
@@ -490,6 +505,9 @@ def test_page_renders_transcript_and_turn_latency(web_offline: WebConsole) -> No
         ["msg user", "what is the time"], ["msg agent", "It is noon."],
         ["msg user", "thanks"], ["msg agent", "You are welcome."],
     ]
-    assert [row[:2] for row in got["latency"]] == [["1", "what is the time"], ["2", "thanks"]]
-    assert all(row[2].endswith(" ms") and int(row[2].split()[0]) >= 0 for row in got["latency"])
-    assert got["average"].endswith(" ms")
+    # no audio in this page: voice to voice is not measured; the first turn was answered in
+    # text only, the second is still open
+    assert [row[:3] for row in got["latency"]] == [["1", "what is the time", "no audio"],
+                                                   ["2", "thanks", "…"]]
+    assert all(row[3].endswith(" ms") and int(row[3].split()[0]) >= 0 for row in got["latency"])
+    assert got["average"] == "–" and got["average_text"].endswith(" ms")

@@ -1,6 +1,7 @@
 // Drive the system Chromium through a list of steps with playwright-core; report JSON.
 //
-// stdin: {"executable": "/usr/bin/chromium", "steps": [{op, ...}], "timeout_ms": 15000}
+// stdin: {"executable": "/usr/bin/chromium", "steps": [{op, ...}], "timeout_ms": 15000,
+//         "args"?: [extra Chromium flags, e.g. --use-file-for-fake-audio-capture=F.wav]}
 // stdout: {"ok": bool, "results": [...], "error"?, "failed_step"?, "console": [...],
 //          "page_errors": [...], "body_text"?}
 //
@@ -72,7 +73,8 @@ const out = {ok: true, results: [], console: [], page_errors: []};
 let browser;
 try {
   browser = await chromium.launch({
-    executablePath: spec.executable || '/usr/bin/chromium', headless: true, args: FLAGS,
+    executablePath: spec.executable || '/usr/bin/chromium', headless: true,
+    args: [...FLAGS, ...(spec.args || [])],
     timeout,
   });
   const context = await browser.newContext({viewport: {width: 1200, height: 800}});

@@ -1,5 +1,7 @@
-// voicectl voice console: pick a Letta agent, join a room, dispatch the voice agent, and follow
-// the conversation (connection state, agent presence, live transcript, per-turn latency).
+// voicectl voice console: pick a Letta agent, join a room, dispatch the voice agent, and talk
+// to it: the microphone is published on Connect, the agent's audio plays here, and the page
+// follows the conversation (connection and agent state, live transcripts, audio levels and
+// each turn's latency as measured in this page).
 // livekit-client is the vendored UMD bundle (global `LivekitClient`), served by this server.
 'use strict';
 
@@ -8,17 +10,37 @@
   const TOPIC_TRANSCRIPTION = 'lk.transcription';
   const ATTR_SEGMENT = 'lk.segment_id';
   const ATTR_FINAL = 'lk.transcription_final';
+  const ATTR_TRACK = 'lk.transcribed_track_id';
   const ATTR_AGENT_STATE = 'lk.agent.state';
+  const AGENT_STATES = ['initializing', 'idle', 'listening', 'thinking', 'speaking'];
+
+  // Audio levels are the RMS of the last analyser window, in dBFS (0 = full scale).
+  const LEVEL = {
+    FLOOR_DB: -60, // the meters' bottom
+    VOICED_DB: -40, // your microphone above this is your voice; below it you have gone quiet
+    AUDIBLE_DB: -40, // the agent's received audio above this is its reply, audible
+    SAMPLE_MS: 20, // how often the levels are read
+    WINDOW: 1024, // samples per analyser window (about 21 ms at 48 kHz)
+  };
 
   const state = {
     room: null,
     busy: false,
     agentIdentity: null,
+    agentState: null,
     segments: new Map(), // segment id -> {el, textEl, who, text, final}
-    userFinalAt: null, // performance.now() of the last final user segment awaiting a reply
-    userFinalText: '',
-    turns: [],
+    turns: [], // {n, said, finalAt, speechEndAt, onsetAt, v2vMs, textMs, ...}; see openTurn
+    audio: null, // {ctx, timer, mic: meter|null, agent: meter|null}; see startMeters
+    micVoicedAt: null, // performance.now() when your microphone was last above VOICED_DB
+    agentAudible: false,
+    agentPeakDb: -Infinity,
+    agentAudibleMs: 0,
+    micPeakDb: -Infinity,
+    connectedAt: null, // performance.now() of the last Connect
+    states: [], // [ms since Connect, agent state]
+    trace: [], // the last TRACE_N level readings: [ms since Connect, mic dBFS, agent dBFS]
   };
+  const TRACE_N = 1500; // 30 s of readings
 
   // ------------------------------------------------------------------ small helpers
 
@@ -143,7 +165,247 @@
     }
   }
 
-  // ------------------------------------------------------------------ transcript and latency
+  // ------------------------------------------------------------------ audio levels
+
+  const toDb = (rms) => (rms > 0 ? 20 * Math.log10(rms) : -Infinity);
+  const fmtDb = (db) => (Number.isFinite(db) ? `${db.toFixed(1)} dBFS` : '–');
+
+  // One AudioContext per connection, made while the Connect click still counts as a gesture
+  // (autoplay rules), so its meters run without an extra click.
+  function audioContext() {
+    if (state.audio) return state.audio.ctx;
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return null;
+    const ctx = new Ctx();
+    state.audio = {ctx, timer: null, mic: null, agent: null};
+    ctx.resume().catch(() => {});
+    return ctx;
+  }
+
+  // An AnalyserNode on a MediaStreamTrack (nothing is routed to the speakers from here: the
+  // agent plays through its <audio> element, which Chromium also needs for remote tracks).
+  function meter(mediaStreamTrack, which) {
+    const ctx = audioContext();
+    if (!ctx || !mediaStreamTrack) return null;
+    const source = ctx.createMediaStreamSource(new MediaStream([mediaStreamTrack]));
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = LEVEL.WINDOW;
+    source.connect(analyser);
+    const m = {which, source, analyser, buf: new Float32Array(analyser.fftSize), db: -Infinity,
+      trackId: mediaStreamTrack.id};
+    if (!state.audio.timer) state.audio.timer = setInterval(sampleLevels, LEVEL.SAMPLE_MS);
+    return m;
+  }
+
+  function dropMeter(which) {
+    const a = state.audio;
+    if (!a || !a[which]) return;
+    a[which].source.disconnect();
+    a[which] = null;
+    showLevel(which, -Infinity);
+  }
+
+  function readDb(m) {
+    m.analyser.getFloatTimeDomainData(m.buf);
+    let sum = 0;
+    for (const v of m.buf) sum += v * v;
+    m.db = toDb(Math.sqrt(sum / m.buf.length));
+    return m.db;
+  }
+
+  function showLevel(which, db) {
+    const bar = $(`${which}-level-bar`);
+    if (!bar) return;
+    const span = -LEVEL.FLOOR_DB;
+    const pct = Number.isFinite(db) ? Math.max(0, Math.min(100, ((db + span) / span) * 100)) : 0;
+    bar.style.width = `${pct.toFixed(0)}%`;
+    const threshold = which === 'mic' ? LEVEL.VOICED_DB : LEVEL.AUDIBLE_DB;
+    bar.classList.toggle('on', db > threshold);
+  }
+
+  let lastSample = 0;
+  function sampleLevels() {
+    const a = state.audio;
+    if (!a) return;
+    const t = performance.now();
+    const dt = lastSample ? Math.min(t - lastSample, 200) : LEVEL.SAMPLE_MS;
+    lastSample = t;
+    if (a.mic) {
+      const db = readDb(a.mic);
+      showLevel('mic', db);
+      if (db > state.micPeakDb) state.micPeakDb = db;
+      if (db > LEVEL.VOICED_DB) state.micVoicedAt = t;
+    }
+    if (a.agent) {
+      const db = readDb(a.agent);
+      showLevel('agent', db);
+      const audible = db > LEVEL.AUDIBLE_DB;
+      if (audible) {
+        state.agentAudibleMs += dt;
+        if (db > state.agentPeakDb) state.agentPeakDb = db;
+        if (!state.agentAudible) agentBecameAudible(t);
+        const turn = state.turns[state.turns.length - 1];
+        if (turn && turn.onsetAt !== null) {
+          turn.replyAudibleMs += dt;
+          turn.replyPeakDb = Math.max(turn.replyPeakDb, db);
+        }
+      }
+      state.agentAudible = audible;
+    }
+    if (state.connectedAt !== null) {
+      const r = (m) => (m && Number.isFinite(m.db) ? Math.round(m.db) : null);
+      state.trace.push([Math.round(t - state.connectedAt), r(a.mic), r(a.agent)]);
+      if (state.trace.length > TRACE_N) state.trace.splice(0, state.trace.length - TRACE_N);
+    }
+    $('agent-peak').textContent = `peak ${fmtDb(state.agentPeakDb)}`;
+    $('mic-peak').textContent = `peak ${fmtDb(state.micPeakDb)}`;
+  }
+
+  function stopMeters() {
+    const a = state.audio;
+    state.audio = null;
+    if (!a) return;
+    clearInterval(a.timer);
+    for (const which of ['mic', 'agent']) {
+      if (a[which]) a[which].source.disconnect();
+      showLevel(which, -Infinity);
+    }
+    a.ctx.close().catch(() => {});
+    state.agentAudible = false;
+    state.micVoicedAt = null;
+    lastSample = 0;
+  }
+
+  // ------------------------------------------------------------------ turns and latency
+  //
+  // A turn opens when your final transcript arrives. It is answered when the agent's received
+  // audio next becomes audible: voice to voice runs from the last moment your microphone was
+  // above VOICED_DB (you had gone quiet) to that moment, both read here on one clock; and
+  // "transcript → reply" from your final transcript's arrival to the agent's first words as
+  // text (these need no audio meter).
+
+  function pendingTurn() {
+    const turn = state.turns[state.turns.length - 1];
+    return turn && turn.onsetAt === null && !turn.closed ? turn : null;
+  }
+
+  function openTurn(text) {
+    const t = performance.now();
+    const open = pendingTurn();
+    if (open && !open.agentSeg) {
+      // you spoke again before the agent answered: the same turn, longer
+      open.said = `${open.said} ${text}`;
+      open.finalAt = t;
+      open.cells.said.textContent = open.said;
+      return open;
+    }
+    if (open) closeTurn(open, 'no audio'); // it answered in text only
+    const turn = {
+      n: state.turns.length + 1, said: text, finalAt: t, speechEndAt: null, onsetAt: null,
+      v2vMs: null, textMs: null, agentSeg: null, replyPeakDb: -Infinity, replyAudibleMs: 0,
+      closed: false, cells: {},
+    };
+    const row = document.createElement('tr');
+    for (const key of ['n', 'said', 'v2v', 'text']) {
+      const td = document.createElement('td');
+      td.textContent = key === 'n' ? String(turn.n) : key === 'said' ? text : '…';
+      turn.cells[key] = td;
+      row.append(td);
+    }
+    $('latency-list').append(row);
+    state.turns.push(turn);
+    return turn;
+  }
+
+  function agentBecameAudible(t) {
+    const turn = pendingTurn();
+    if (!turn) return; // the agent spoke on its own (a greeting, a goodbye)
+    turn.onsetAt = t;
+    turn.speechEndAt = state.micVoicedAt;
+    if (turn.speechEndAt === null || !state.audio || !state.audio.mic) {
+      closeTurn(turn, 'no mic level');
+      return;
+    }
+    turn.v2vMs = Math.round(t - turn.speechEndAt);
+    turn.cells.v2v.textContent = `${turn.v2vMs} ms`;
+    turn.cells.v2v.title = 'from your microphone going quiet to the agent\'s first audible audio';
+    markReply(turn);
+    closeTurn(turn);
+    updateAverages();
+  }
+
+  function closeTurn(turn, why) {
+    if (turn.closed) return;
+    turn.closed = true;
+    if (why && turn.v2vMs === null) turn.cells.v2v.textContent = why;
+    if (turn.textMs === null) turn.cells.text.textContent = '–';
+  }
+
+  // The agent has stopped speaking; a reply that never became audible here (its audio lags
+  // its state a little) is marked so.
+  function replyEnded() {
+    const turn = pendingTurn();
+    if (!turn || !turn.agentSeg) return;
+    setTimeout(() => { if (pendingTurn() === turn) closeTurn(turn, 'no audio'); }, 1500);
+  }
+
+  // The agent's first words as text for the open turn.
+  function agentSegmentStarted(seg) {
+    const turn = state.turns[state.turns.length - 1];
+    if (!turn || turn.agentSeg || (turn.closed && turn.onsetAt === null)) return;
+    turn.agentSeg = seg;
+    turn.textMs = Math.round(performance.now() - turn.finalAt);
+    turn.cells.text.textContent = `${turn.textMs} ms`;
+    markReply(turn);
+    updateAverages();
+  }
+
+  function markReply(turn) {
+    const seg = turn.agentSeg;
+    if (!seg || turn.v2vMs === null || seg.whoEl.querySelector('.lat')) return;
+    const lat = document.createElement('span');
+    lat.className = 'lat';
+    lat.textContent = `${turn.v2vMs} ms voice to voice`;
+    seg.whoEl.append(lat);
+  }
+
+  function updateAverages() {
+    for (const [key, id] of [['v2vMs', 'latency-avg'], ['textMs', 'latency-avg-text']]) {
+      const values = state.turns.map((t) => t[key]).filter((v) => v !== null);
+      $(id).textContent = values.length
+        ? `${Math.round(values.reduce((a, b) => a + b, 0) / values.length)} ms` : '–';
+    }
+  }
+
+  // What the page measured, for a person debugging and for the page's tests.
+  function report({trace = false} = {}) {
+    const db = (v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null);
+    return {
+      ...(trace ? {trace: state.trace} : {}),
+      agent_state: state.agentState,
+      meters: {mic: !!(state.audio && state.audio.mic), agent: !!(state.audio && state.audio.agent)},
+      mic_peak_dbfs: db(state.micPeakDb),
+      agent_peak_dbfs: db(state.agentPeakDb),
+      agent_audible_ms: Math.round(state.agentAudibleMs),
+      agent_states: state.states.map(([ms, s]) => ({after_ms: ms, state: s})),
+      can_playback_audio: state.room ? state.room.canPlaybackAudio : null,
+      audio_elements: [...$('audio-sink').children].map((el) => ({
+        paused: el.paused, muted: el.muted, ready_state: el.readyState})),
+      thresholds_dbfs: {voiced: LEVEL.VOICED_DB, audible: LEVEL.AUDIBLE_DB},
+      turns: state.turns.map((t) => ({
+        said: t.said, reply: t.agentSeg ? t.agentSeg.text : '', v2v_ms: t.v2vMs,
+        transcript_to_text_ms: t.textMs, reply_peak_dbfs: db(t.replyPeakDb),
+        // how long after your microphone went quiet your final transcript arrived here
+        speech_end_to_transcript_ms: t.speechEndAt === null ? null
+          : Math.round(t.finalAt - t.speechEndAt),
+        onset_after_ms: t.onsetAt === null || state.connectedAt === null ? null
+          : Math.round(t.onsetAt - state.connectedAt),
+        reply_audible_ms: Math.round(t.replyAudibleMs),
+      })),
+    };
+  }
+
+  // ------------------------------------------------------------------ transcript
 
   function segment(id, who, identity) {
     let seg = state.segments.get(id);
@@ -153,7 +415,8 @@
     el.className = `msg ${who} interim`;
     const whoEl = document.createElement('span');
     whoEl.className = 'who';
-    whoEl.textContent = who === 'user' ? 'You' : `Agent (${identity})`;
+    whoEl.textContent = who === 'user' ? 'You' : 'Agent';
+    whoEl.title = identity;
     const textEl = document.createElement('span');
     textEl.className = 'text';
     el.append(whoEl, textEl);
@@ -174,41 +437,27 @@
     if (seg.final) return;
     seg.final = true;
     seg.el.classList.remove('interim');
-    if (seg.who === 'user' && seg.text.trim()) {
-      state.userFinalAt = performance.now();
-      state.userFinalText = seg.text.trim();
-    }
+    if (seg.who === 'user' && seg.text.trim()) openTurn(seg.text.trim());
   }
 
-  // The first agent segment after a final user transcript ends that turn's latency.
-  function agentSegmentStarted(seg) {
-    if (state.userFinalAt === null) return;
-    const ms = Math.round(performance.now() - state.userFinalAt);
-    state.userFinalAt = null;
-    state.turns.push(ms);
-    const lat = document.createElement('span');
-    lat.className = 'lat';
-    lat.textContent = `${ms} ms`;
-    seg.whoEl.append(lat);
-    const row = document.createElement('tr');
-    for (const text of [String(state.turns.length), state.userFinalText, `${ms} ms`]) {
-      const td = document.createElement('td');
-      td.textContent = text;
-      row.append(td);
-    }
-    $('latency-list').append(row);
-    const avg = state.turns.reduce((a, b) => a + b, 0) / state.turns.length;
-    $('latency-avg').textContent = `${Math.round(avg)} ms`;
+  function localTrackSids(room) {
+    const pubs = room.localParticipant.trackPublications;
+    return pubs ? new Set([...pubs.values()].map((p) => p.trackSid)) : new Set();
   }
 
-  // lk.transcription text streams: user segments arrive as whole texts (one stream per
-  // update), agent segments as deltas on one stream; the final flag rides on the attributes.
+  // lk.transcription text streams. The agent sends both sides: a transcript of your speech
+  // carries your microphone's track sid in lk.transcribed_track_id, its own speech its own
+  // track's. Your segments arrive as whole texts (one stream per update, the final flag on the
+  // header), the agent's as deltas on one stream per segment (the final flag on the trailer,
+  // so it is read once the stream has ended).
   async function onTranscriptionStream(reader, participantInfo) {
     const room = state.room;
     if (!room) return;
     const attrs = reader.info.attributes || {};
     const id = attrs[ATTR_SEGMENT] || reader.info.id;
-    const isUser = participantInfo.identity === room.localParticipant.identity;
+    const track = attrs[ATTR_TRACK];
+    const isUser = track ? localTrackSids(room).has(track)
+      : participantInfo.identity === room.localParticipant.identity;
     const seg = segment(id, isUser ? 'user' : 'agent', participantInfo.identity);
     try {
       if (isUser) {
@@ -224,19 +473,8 @@
     } catch (err) {
       showError('transcript stream', errorText(err));
     }
-    if (attrs[ATTR_FINAL] === 'true' || !isUser) finalize(seg);
-  }
-
-  // The older TranscriptionReceived event (agents that publish rtc.Transcription packets).
-  function onTranscriptionReceived(segments, participant) {
-    const room = state.room;
-    if (!room) return;
-    const isUser = participant && participant.identity === room.localParticipant.identity;
-    for (const s of segments) {
-      const seg = segment(s.id, isUser ? 'user' : 'agent', participant ? participant.identity : '?');
-      setText(seg, s.text);
-      if (s.final) finalize(seg);
-    }
+    const final = (reader.info.attributes || attrs)[ATTR_FINAL];
+    if (final === 'true' || (!isUser && final === undefined)) finalize(seg);
   }
 
   // ------------------------------------------------------------------ room
@@ -246,11 +484,52 @@
     return p.isAgent || (ParticipantKind && p.kind === ParticipantKind.AGENT);
   }
 
+  function setAgentState(value) {
+    state.agentState = value || null;
+    if (value && state.connectedAt !== null) {
+      state.states.push([Math.round(performance.now() - state.connectedAt), value]);
+    }
+    const pill = $('agent-state');
+    pill.textContent = value || '–';
+    pill.dataset.state = AGENT_STATES.includes(value) ? value : 'none';
+  }
+
   function agentJoined(p) {
     state.agentIdentity = p.identity;
-    const agentState = p.attributes && p.attributes[ATTR_AGENT_STATE];
-    setAgentStatus(`agent joined: ${p.identity}${agentState ? ` (${agentState})` : ''}`, true);
+    setAgentStatus(`joined: ${p.identity}`, true);
+    setAgentState(p.attributes && p.attributes[ATTR_AGENT_STATE]);
     activity(`agent joined: ${p.identity}`);
+    for (const pub of p.audioTrackPublications.values()) {
+      if (pub.track) agentTrack(pub.track);
+    }
+  }
+
+  // The agent's audio: played by an <audio> element, measured by an analyser.
+  function agentTrack(track) {
+    if (track.attachedElements.length === 0) $('audio-sink').append(track.attach());
+    const a = state.audio;
+    if (a && a.agent && a.agent.trackId === track.mediaStreamTrack.id) return;
+    dropMeter('agent');
+    try {
+      const m = meter(track.mediaStreamTrack, 'agent');
+      if (m) state.audio.agent = m;
+    } catch (err) {
+      showError('audio meter', errorText(err));
+    }
+  }
+
+  function micTrack() {
+    const room = state.room;
+    if (!room) return;
+    const pub = room.localParticipant.getTrackPublication(LivekitClient.Track.Source.Microphone);
+    if (!pub || !pub.track) return;
+    dropMeter('mic');
+    try {
+      const m = meter(pub.track.mediaStreamTrack, 'mic');
+      if (m) state.audio.mic = m;
+    } catch (err) {
+      showError('audio meter', errorText(err));
+    }
   }
 
   function wireRoom(room) {
@@ -261,7 +540,9 @@
         activity(`connection: ${s}`);
       })
       .on(RoomEvent.Disconnected, (reason) => {
-        if (state.room === room) teardown(`disconnected${reason !== undefined ? ` (${reason})` : ''}`);
+        const names = LivekitClient.DisconnectReason || {};
+        const why = reason === undefined ? '' : ` (${names[reason] || reason})`;
+        if (state.room === room) teardown(`disconnected${why}`);
       })
       .on(RoomEvent.ParticipantConnected, (p) => {
         if (isAgent(p)) agentJoined(p);
@@ -271,24 +552,38 @@
         if (p.identity === state.agentIdentity) {
           state.agentIdentity = null;
           setAgentStatus('agent left');
+          setAgentState(null);
+          dropMeter('agent');
           activity(`agent left: ${p.identity}`);
         }
       })
       .on(RoomEvent.ParticipantAttributesChanged, (changed, p) => {
         if (p.identity === state.agentIdentity && ATTR_AGENT_STATE in changed) {
-          setAgentStatus(`agent joined: ${p.identity} (${changed[ATTR_AGENT_STATE]})`, true);
+          const before = state.agentState;
+          setAgentState(changed[ATTR_AGENT_STATE]);
+          activity(`agent ${changed[ATTR_AGENT_STATE]}`);
+          if (before === 'speaking') replyEnded();
         }
       })
-      .on(RoomEvent.TrackSubscribed, (track) => {
-        if (track.kind === 'audio') $('audio-sink').append(track.attach());
+      .on(RoomEvent.TrackSubscribed, (track, _pub, p) => {
+        if (track.kind !== 'audio') return;
+        if (isAgent(p) && p.identity !== state.agentIdentity) agentJoined(p);
+        if (p.identity === state.agentIdentity) agentTrack(track);
+        else $('audio-sink').append(track.attach());
       })
-      .on(RoomEvent.TrackUnsubscribed, (track) => {
+      .on(RoomEvent.TrackUnsubscribed, (track, _pub, p) => {
         track.detach().forEach((el) => el.remove());
+        if (p.identity === state.agentIdentity) dropMeter('agent');
+      })
+      .on(RoomEvent.LocalTrackPublished, (pub) => {
+        if (pub.source === LivekitClient.Track.Source.Microphone) micTrack();
+      })
+      .on(RoomEvent.LocalTrackUnpublished, (pub) => {
+        if (pub.source === LivekitClient.Track.Source.Microphone) dropMeter('mic');
       })
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
         $('audio-btn').hidden = room.canPlaybackAudio;
       })
-      .on(RoomEvent.TranscriptionReceived, onTranscriptionReceived)
       .on(RoomEvent.MediaDevicesError, (err) => showError('microphone', errorText(err)));
     room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, onTranscriptionStream);
   }
@@ -297,9 +592,13 @@
     const room = state.room;
     state.room = null;
     if (room) room.removeAllListeners();
+    stopMeters();
+    for (const turn of state.turns) closeTurn(turn, 'not heard');
     $('audio-sink').replaceChildren();
     $('audio-btn').hidden = true;
+    $('mic-status').textContent = 'off';
     state.agentIdentity = null;
+    setAgentState(null);
     if (reason) activity(reason);
     setBusy(false);
   }
@@ -315,6 +614,10 @@
     }
     clearErrors();
     setBusy(true);
+    audioContext(); // while the click is fresh
+    state.connectedAt = performance.now();
+    state.states = [];
+    state.trace = [];
     const identity = `web-${randomId()}`;
     let token;
     try {
@@ -324,6 +627,7 @@
     } catch (err) {
       setConnState('failed');
       showError('token', errorText(err));
+      stopMeters();
       setBusy(false);
       return;
     }
@@ -337,6 +641,7 @@
     } catch (err) {
       setConnState('failed');
       showError('dispatch', errorText(err));
+      stopMeters();
       setBusy(false);
       return;
     }
@@ -360,8 +665,14 @@
     for (const p of room.remoteParticipants.values()) if (isAgent(p)) agentJoined(p);
     try {
       await room.localParticipant.setMicrophoneEnabled(true);
-      activity('microphone on');
+      if (state.room !== room) return;
+      micTrack();
+      const pub = room.localParticipant.getTrackPublication(LivekitClient.Track.Source.Microphone);
+      const label = pub && pub.track ? pub.track.mediaStreamTrack.label : '';
+      $('mic-status').textContent = `on${label ? ` (${label})` : ''}`;
+      activity(`microphone on${label ? `: ${label}` : ''}`);
     } catch (err) {
+      $('mic-status').textContent = 'unavailable';
       showError('microphone', errorText(err));
     }
     $('audio-btn').hidden = room.canPlaybackAudio;
@@ -384,8 +695,13 @@
     $('disconnect-btn').addEventListener('click', () => disconnect().catch(
       (err) => showError('disconnect', errorText(err))));
     $('refresh-agents').addEventListener('click', loadAgents);
-    $('audio-btn').addEventListener('click', () => state.room && state.room.startAudio().then(
-      () => { $('audio-btn').hidden = true; }, (err) => showError('audio', errorText(err))));
+    $('audio-btn').addEventListener('click', () => {
+      if (state.audio) state.audio.ctx.resume().catch(() => {});
+      if (state.room) {
+        state.room.startAudio().then(() => { $('audio-btn').hidden = true; },
+          (err) => showError('audio', errorText(err)));
+      }
+    });
     if (typeof LivekitClient === 'undefined') {
       showError('page', 'livekit-client did not load (/static/vendor/livekit-client.umd.js)');
       $('connect-btn').disabled = true;
@@ -394,8 +710,9 @@
     loadAgents();
   }
 
-  // A seam for the page's tests: feed transcript events without a media server.
-  window.voiceConsole = Object.freeze({state, onTranscriptionStream, onTranscriptionReceived});
+  // A seam for the page's tests: feed transcript events without a media server, and read
+  // what the page measured.
+  window.voiceConsole = Object.freeze({state, onTranscriptionStream, report});
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();
