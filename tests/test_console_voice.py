@@ -30,13 +30,11 @@ import pytest
 from tests.cli_project import (
     REPO,
     Project,
-    base_env,
-    free_port,
     processes_matching,
-    standin_cmd,
     wait_for,
 )
 from tests.local_support import PHRASES, missing_local, speech_wav, words
+from tests.voice_support import project_settings, voice_project
 
 CHROMIUM = Path("/usr/bin/chromium")
 DRIVER = REPO / "tests" / "web" / "driver.mjs"
@@ -79,28 +77,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not shutil.which("espeak-ng"):
         skip_or_fail("espeak-ng missing: run scripts/install_test_deps.sh")
     root = tmp_path_factory.mktemp("console-voice")
-    project = Project(root, base_env(root / ".voicectl"))
-    # the dev server refuses jobs to a worker at >= 0.7 CPU load, as the real one does; on a
-    # busy shared machine that drops the dispatch, and this test is not about that
-    project.env.update(VOICECTL_DEV_TARGET_LOAD="1.0", HF_HUB_OFFLINE="1")
-    lk, letta, web = free_port(), free_port(), free_port()
-    project.write_env(
-        LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
-        LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
-        VOICECTL_LETTA_CMD=standin_cmd(letta),
-        LOCAL_MODE="true",
-        # the worker's own limit: declined jobs are not retried, and Chromium's start-up
-        # alone takes the CPU near 100 % here (1.0 is the highest a production worker allows)
-        AGENT_LOAD_THRESHOLD="1.0",
-        AGENT_HTTP_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
-        WEB_PORT=str(web),
-        LOCAL_LLM_PORT=str(free_port()),
-        LOCAL_EMBEDDINGS_PORT=str(free_port()),
-    )
+    project = voice_project(root)
+    settings = project_settings(project)
+    web, lk_http = settings.web_port, settings.livekit_http_url
     try:
         project.run("up", check=True, timeout=240)
-        yield Stack(project, f"http://127.0.0.1:{web}", f"http://127.0.0.1:{lk}")
+        yield Stack(project, f"http://127.0.0.1:{web}", lk_http)
     finally:
         project.run("down", timeout=90)
         for proc in processes_matching(str(root)):

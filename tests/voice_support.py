@@ -10,18 +10,6 @@ import urllib.request
 from pathlib import Path
 
 from tests.cli_project import Project, base_env, free_port, standin_cmd
-from tests.local_support import LLM_HOME
-
-GGUF = LLM_HOME / "models" / "gemma-3-270m-q4_k_m.gguf"
-
-
-def assemble_gguf() -> Path:
-    """The bundled GGUF, joined once into the shared test models directory (about 1 s)."""
-    from agent.config import load_settings
-    from agent.local import gguf_path
-
-    env = {"VOICECTL_HOME": str(LLM_HOME), "LOCAL_MODE": "true"}
-    return gguf_path(load_settings(env_file=LLM_HOME / "absent.env", environ=env))
 
 
 def voice_project(root: Path, **extra: str) -> Project:
@@ -39,7 +27,6 @@ def voice_project(root: Path, **extra: str) -> Project:
         LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
         VOICECTL_LETTA_CMD=standin_cmd(letta),
         LOCAL_MODE="true",
-        LOCAL_LLM_GGUF=str(assemble_gguf()),
         LOCAL_LLM_PORT=str(free_port()),
         LOCAL_EMBEDDINGS_PORT=str(free_port()),
         AGENT_HTTP_PORT=str(free_port()),
