@@ -12,7 +12,7 @@ _voicectl() {
 _voicectl_words() {
     local words=""
     case "$1" in
-        "__root__") words="chat config dispatch doctor down hybrid install letta logs metrics restart say status token up --env-file --help" ;;
+        "__root__") words="chat config dispatch doctor down hybrid install letta logs metrics restart say status talk token up --env-file --help" ;;
         "chat") words="--help --mode" ;;
         "config") words="--help --json" ;;
         "dispatch") words="--agent-name --create-room --delete --help --json --list --metadata --wait" ;;
@@ -30,6 +30,7 @@ _voicectl_words() {
         "restart") words="livekit postgres letta agent web --help" ;;
         "say") words="--fast --help --json --out --wav" ;;
         "status") words="--help --json" ;;
+        "talk") words="--agent-name --help --json --no-dispatch --out --timeout --wav" ;;
         "token") words="--help --identity --json --name --ttl" ;;
         "up") words="livekit postgres letta agent web --help --local" ;;
     esac

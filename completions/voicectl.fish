@@ -13,6 +13,7 @@ complete -c voicectl -n '__fish_use_subcommand' -a metrics -d 'Summary of the ag
 complete -c voicectl -n '__fish_use_subcommand' -a restart -d 'Stop then start services.'
 complete -c voicectl -n '__fish_use_subcommand' -a say -d 'One voice turn without LiveKit - VAD, STT, the brain and TTS on a recording, timed.'
 complete -c voicectl -n '__fish_use_subcommand' -a status -d 'State, pid, ports, uptime, restarts, health and memory of each service.'
+complete -c voicectl -n '__fish_use_subcommand' -a talk -d 'A caller in a LiveKit room - speak a recording to the agent, hear it, measure it.'
 complete -c voicectl -n '__fish_use_subcommand' -a token -d 'A join token for a browser or a test client.'
 complete -c voicectl -n '__fish_use_subcommand' -a up -d 'Start services (dependencies first) and wait until each is healthy.'
 complete -c voicectl -n '__fish_seen_subcommand_from chat' -l help
@@ -86,6 +87,13 @@ complete -c voicectl -n '__fish_seen_subcommand_from say' -l out
 complete -c voicectl -n '__fish_seen_subcommand_from say' -l wav
 complete -c voicectl -n '__fish_seen_subcommand_from status' -l help
 complete -c voicectl -n '__fish_seen_subcommand_from status' -l json
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l agent-name
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l help
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l json
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l no-dispatch
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l out
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l timeout
+complete -c voicectl -n '__fish_seen_subcommand_from talk' -l wav
 complete -c voicectl -n '__fish_seen_subcommand_from token' -l help
 complete -c voicectl -n '__fish_seen_subcommand_from token' -l identity
 complete -c voicectl -n '__fish_seen_subcommand_from token' -l json

@@ -13,10 +13,8 @@ what the page shows and what it measured.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import time
 import urllib.request
 import wave
@@ -27,8 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser_support import browser_missing, run_browser, skip_or_fail
 from tests.cli_project import (
-    REPO,
     Project,
     processes_matching,
     wait_for,
@@ -36,9 +34,6 @@ from tests.cli_project import (
 from tests.local_support import PHRASES, missing_local, speech_wav, words
 from tests.voice_support import project_settings, voice_project
 
-CHROMIUM = Path("/usr/bin/chromium")
-DRIVER = REPO / "tests" / "web" / "driver.mjs"
-PLAYWRIGHT = REPO / "tests" / "web" / "node_modules" / "playwright-core"
 SCREENSHOT = Path("/tmp/console-voice.png")
 PHRASE = PHRASES[1]  # "Can you remind me to call my mother tomorrow morning?"
 #: silence before the phrase: Chromium starts the file when the page opens the microphone,
@@ -48,18 +43,6 @@ LEAD_S = 6.0
 TAIL_S = 30.0
 #: the reply as received by the page, RMS of its loudest analyser window: speech, not hiss
 SPEECH_DBFS = -35.0
-
-
-def browser_missing() -> str | None:
-    if not (CHROMIUM.exists() and PLAYWRIGHT.exists() and shutil.which("node")):
-        return "chromium or playwright-core missing: run scripts/install_test_deps.sh"
-    return None
-
-
-def skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI") or os.environ.get("VOICECTL_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @dataclass
@@ -103,22 +86,6 @@ def microphone_wav(path: Path) -> Path:
     return path
 
 
-def run_browser(steps: list[dict[str, Any]], args: list[str]) -> dict[str, Any]:
-    """Run the steps in headless Chromium; fail the test with what the page showed."""
-    spec = {"executable": str(CHROMIUM), "steps": steps, "timeout_ms": 20000, "args": args}
-    proc = subprocess.run(["node", str(DRIVER)], input=json.dumps(spec), capture_output=True,
-                          text=True, timeout=180, cwd=DRIVER.parent)
-    try:
-        out = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail(f"driver exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    if not out["ok"]:
-        pytest.fail(f"browser step {out.get('failed_step')} failed: {out['error']}\n"
-                    f"page:\n{out.get('body_text')}\nconsole:\n" + "\n".join(out["console"]))
-    assert out["page_errors"] == [], out["page_errors"]
-    return out
-
-
 def dev_state(stack: Stack) -> dict[str, Any]:
     with urllib.request.urlopen(stack.livekit_http + "/_dev/state", timeout=10) as resp:
         return json.load(resp)
@@ -136,7 +103,7 @@ REPLY = "#transcript .msg.agent:not(.interim) .text"
 def test_a_person_talks_to_the_agent_in_the_browser(stack: Stack, tmp_path: Path) -> None:
     mic = microphone_wav(tmp_path / "mic.wav")
     room = f"console-voice-{int(time.time())}"
-    out = run_browser([
+    out = run_browser(timeout=180, steps=[
         {"op": "goto", "url": stack.web_url + "/"},
         {"op": "wait_text", "selector": "#health-livekit", "pattern": "LiveKit ok"},
         {"op": "fill", "selector": "#room-input", "value": room},

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,15 +25,13 @@ from typing import Any
 import pytest
 from livekit.api import TokenVerifier
 
+from tests.browser_support import run_browser
 from tests.cli_project import REPO, base_env, free_port
 from tests.livekit_support import DevLiveKit, start_dev_livekit
 from voicectl import letta_agents
 from voicectl.web import STATIC_DIR
 from voicectl.web.probe import probe_web
 
-CHROMIUM = Path("/usr/bin/chromium")
-DRIVER = REPO / "tests" / "web" / "driver.mjs"
-PLAYWRIGHT = REPO / "tests" / "web" / "node_modules" / "playwright-core"
 AGENT_NAME = "letta-voice-agent"
 SCREENSHOT = Path("/tmp/web-console.png")
 UNKNOWN_AGENT = "agent-00000000-0000-4000-8000-000000000000"
@@ -362,27 +358,6 @@ def test_unknown_letta_agent_is_a_404_and_not_dispatched(web_live: WebConsole,
 
 
 # ---------------------------------------------------------------------------- browser
-
-
-def run_browser(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run the steps in headless Chromium; fail the test with what the page showed."""
-    if not (CHROMIUM.exists() and PLAYWRIGHT.exists() and shutil.which("node")):
-        message = "chromium or playwright-core missing: run scripts/install_test_deps.sh"
-        if os.environ.get("CI") or os.environ.get("VOICECTL_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    spec = {"executable": str(CHROMIUM), "steps": steps, "timeout_ms": 20000}
-    proc = subprocess.run(["node", str(DRIVER)], input=json.dumps(spec), capture_output=True,
-                          text=True, timeout=120, cwd=DRIVER.parent)
-    try:
-        out = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail(f"driver exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    if not out["ok"]:
-        pytest.fail(f"browser step {out.get('failed_step')} failed: {out['error']}\n"
-                    f"page:\n{out.get('body_text')}\nconsole:\n" + "\n".join(out["console"]))
-    assert out["page_errors"] == [], out["page_errors"]
-    return out
 
 
 PAGE_PARTICIPANT = """() => {

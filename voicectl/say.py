@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from agent.config import ConfigError, Settings
 from voicectl.errors import EXIT_FAILED, EXIT_USAGE
+from voicectl.wav_args import wav_args_problem
 
 STAGE_LABELS = (
     ("end_of_speech", "end of speech (VAD)"),
@@ -87,10 +88,8 @@ def run_say(
     from agent.local.voice_turn import TurnError, read_wav, run_turn, write_wav
 
     wav_in = Path(wav_in)
-    if not wav_in.is_file():
-        return fail(f"--wav {wav_in}: no such file", EXIT_USAGE)
-    if wav_out is not None and not Path(wav_out).parent.is_dir():
-        return fail(f"--out {wav_out}: no such directory", EXIT_USAGE)
+    if (problem := wav_args_problem(wav_in, wav_out)) is not None:
+        return fail(problem, EXIT_USAGE)
     try:
         pcm = read_wav(wav_in)
     except ValueError as exc:

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from agent.config import Settings
 from voicectl.errors import EXIT_FAILED, EXIT_USAGE, VoicectlError
+from voicectl.wav_args import wav_args_problem
 
 #: fields of the agent's `turn` event shown as stages, in pipeline order
 STAGE_FIELDS = ("eou_ms", "stt_ms", "ttft_ms", "tts_ttfb_ms", "v2v_ms", "total_ms")
@@ -80,10 +81,8 @@ def run_talk(settings: Settings, room: str | None, wav_in: Path, wav_out: Path |
     from voicectl.livekit_ops import check_room
 
     wav_in = Path(wav_in)
-    if not wav_in.is_file():
-        return fail(f"--wav {wav_in}: no such file", EXIT_USAGE)
-    if wav_out is not None and not Path(wav_out).parent.is_dir():
-        return fail(f"--out {wav_out}: no such directory", EXIT_USAGE)
+    if (problem := wav_args_problem(wav_in, wav_out)) is not None:
+        return fail(problem, EXIT_USAGE)
     try:
         room = check_room(room) if room else new_room_name()
     except VoicectlError as exc:
