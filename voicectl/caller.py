@@ -137,6 +137,7 @@ class Caller:
         self._room: rtc.Room | None = None
         self._source: rtc.AudioSource | None = None
         self._mic_sids: set[str] = set()  # a full reconnect publishes the microphone anew
+        self._heard_by_agent: set[str] = set()  # microphone sids the agent subscribed to
         self._chunks: list[tuple[float, np.ndarray]] = []
         self._texts: list[tuple[float, bool, str]] = []  # (arrived, of the caller?, text)
         self._changed = asyncio.Event()  # any agent, track, state or transcript news
@@ -284,6 +285,11 @@ class Caller:
         def on_published(publication: rtc.LocalTrackPublication, _track: object) -> None:
             self._mic_sids.add(publication.sid)
 
+        @room.on("local_track_subscribed")
+        def on_subscribed(track: rtc.LocalTrack) -> None:
+            self._heard_by_agent.add(track.sid)  # the server says someone receives our mic
+            self._changed.set()
+
         def on_text(reader: rtc.TextStreamReader, _identity: str) -> None:
             self._spawn(self._read_text(reader))
 
@@ -314,10 +320,15 @@ class Caller:
         return participant.attributes.get("lk.agent_name") in (None, "", self.agent_name)
 
     def _listening_agent(self) -> rtc.RemoteParticipant | None:
+        """The agent, once it listens and receives our microphone (after a reconnect the
+        state attribute comes back before the agent has subscribed to the new track)."""
         agent = self.agent
-        if agent is None or self._recorder is None:
+        if agent is None or self._recorder is None or self._room is None:
             return None
-        return agent if agent.attributes.get(ATTR_STATE) in ("listening", None) else None
+        if agent.attributes.get(ATTR_STATE) not in ("listening", None):
+            return None
+        mics = set(self._room.local_participant.track_publications)
+        return agent if mics & self._heard_by_agent else None
 
     async def _read_text(self, reader: rtc.TextStreamReader) -> None:
         text = (await reader.read_all()).strip()
@@ -359,6 +370,14 @@ class Caller:
 
         base = f"no agent {self.agent_name!r} joined room {self.room_name!r} within " \
                f"{self.join_timeout:g} s"
+        if self.agent is not None and self._room is not None:
+            state = self.agent.attributes.get(ATTR_STATE)
+            if state not in ("listening", None):
+                return f"the agent is in room {self.room_name!r} but {state}, not listening, " \
+                       f"after {self.join_timeout:g} s"
+            return f"the agent is in room {self.room_name!r} but has not subscribed to the " \
+                   f"caller's microphone after {self.join_timeout:g} s (after a reconnect the " \
+                   "SDK publishes it again; see voicectl logs livekit)"
         job = find_since(self.settings.events_path, since,
                          lambda r: r["event"] == "job" and r.get("room") == self.room_name)
         if job is not None and not job.get("accepted"):

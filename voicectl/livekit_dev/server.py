@@ -342,6 +342,8 @@ class DevServer:
         )  # fmt: skip
         pub = TrackPub(info=info, cid=req.cid, owner=p)
         p.pending[req.cid] = pub
+        log.info("track announced room=%s identity=%s track=%s cid=%s", p.room_name,
+                 p.identity, info.sid, req.cid)
         await p.signal.send(rtc_pb.SignalResponse(  # type: ignore[union-attr]
             track_published=rtc_pb.TrackPublishedResponse(cid=req.cid, track=info)))
         orphan = p.__dict__.pop("_orphan_tracks", {}).get(req.cid)
@@ -353,6 +355,8 @@ class DevServer:
         pub = p.pending.get(track.id) or next(
             (t for t in p.pending.values() if t.info.type == models_pb.AUDIO), None)
         if pub is None:  # the offer came before its AddTrackRequest
+            log.info("media before its AddTrackRequest room=%s identity=%s cid=%s",
+                     room.name, p.identity, track.id)
             p.__dict__.setdefault("_orphan_tracks", {})[track.id] = track
             return
         await self._publish(room, p, pub, track)
