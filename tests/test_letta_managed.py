@@ -69,7 +69,10 @@ def test_server_env_isolates_home_and_openai(tmp_path: Path) -> None:
     assert env["PATH"].startswith(str(paths.venv / "bin"))
     no_openai = letta_server.server_env(tmp_path, "postgresql://p", None, None, base=base)
     assert "OPENAI_BASE_URL" not in no_openai and "OPENAI_API_KEY" not in no_openai
-    assert letta_server.server_cwd(tmp_path) == paths.workdir and paths.workdir.is_dir()
+    assert letta_server.server_cwd(tmp_path) == paths.workdir
+    assert not paths.root.exists()  # building the spec writes nothing: up's prepare does
+    paths.ensure()
+    assert paths.workdir.is_dir() and paths.letta_dir.is_dir()
     argv = letta_server.server_argv(paths.venv, "127.0.0.1", 8283)
     assert argv[1:] == ["server", "--host", "127.0.0.1", "--port", "8283"]
     assert letta_server.health_url("http://h:1/") == "http://h:1/v1/health/"
