@@ -190,6 +190,30 @@ def test_create_voice_agent(agent: dict[str, Any], managed_letta: ManagedLetta) 
     assert set(letta_agents.AGENT_TAGS) <= set(agent["tags"])
 
 
+async def test_the_agents_first_use_creates_the_same_agent_as_the_cli(
+    agent: dict[str, Any], managed_letta: ManagedLetta, tmp_path: Path
+) -> None:
+    """The worker's LettaAccess creates a missing agent from the same definition (round trip)."""
+    from agent.config import load_settings
+    from agent.letta_agent_spec import DEFAULT_PERSONA
+    from agent.letta_client import LettaAccess, close_letta_clients
+
+    settings = load_settings(env_file=tmp_path / "absent.env", environ={
+        "VOICECTL_HOME": str(tmp_path), "LETTA_SERVER_URL": managed_letta.base_url,
+        "LETTA_AGENT_NAME": "voice-first-use", "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": managed_letta.stub.base_url, "LETTA_EMBEDDING_MODEL": EMBED})
+    try:
+        agent_id = await LettaAccess(settings).resolve_agent_id(timeout=60)
+    finally:
+        await close_letta_clients()
+    made = letta_agents.find_agent(managed_letta.base_url, None, agent_id=agent_id)
+    assert made is not None and made["name"] == "voice-first-use"
+    assert made["blocks"] == agent["blocks"] and made["blocks"]["persona"] == DEFAULT_PERSONA
+    same = ("model", "embedding", "embedding_dim", "sleeptime", "agent_type")
+    assert {k: made[k] for k in same} == {k: agent[k] for k in same}
+    assert sorted(made["tags"]) == sorted(agent["tags"])
+
+
 def test_find_and_list_agents(agent: dict[str, Any], managed_letta: ManagedLetta) -> None:
     url = managed_letta.base_url
     assert letta_agents.find_agent(url, None, agent_id=agent["id"])["name"] == "voice-test"
