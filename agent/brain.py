@@ -86,6 +86,8 @@ class PrimedStream:
         self.rest = rest
         self._on_close = on_close
         self.exhausted = False
+        #: the token counts the source reported ({"prompt_tokens", "completion_tokens"})
+        self.usage: Callable[[], dict[str, int] | None] = lambda: None
 
     async def aclose(self) -> None:
         aclose = getattr(self.rest, "aclose", None)
@@ -150,6 +152,7 @@ class Turn:
     preresponse: bool = False
     letta_tried: bool = False
     interrupted: bool = False
+    usage: dict[str, int] | None = None  # tokens the LLM stream reported, when it did
 
     def ms(self, at: float | None) -> float | None:
         return None if at is None else round((at - self.started) * 1000, 2)
@@ -221,7 +224,9 @@ class Brain:
             timeout=timeout,
             **self.runtime.llm_extra,
         )
-        return await prime(stream.texts(), on_close=stream.aclose)
+        primed = await prime(stream.texts(), on_close=stream.aclose)
+        primed.usage = lambda: stream.usage
+        return primed
 
     async def _open_letta(self, text: str, otid: str, timeout: float) -> PrimedStream:
         letta = self.runtime.letta
@@ -388,6 +393,7 @@ class Brain:
                 main.cancel()
                 main.add_done_callback(self._close_unused)
             if stream is not None:
+                turn.usage = stream.usage()
                 self.runtime.spawn(stream.aclose())
             self._finish(turn)
 
@@ -457,6 +463,8 @@ class Brain:
             turn=turn.otid,
             source=self.runtime.source,
             **({"room": self.runtime.room} if self.runtime.room else {}),
+            # tokens of the reply's LLM stream where the endpoint reported them
+            **({"model": self.settings.llm_model, **turn.usage} if turn.usage else {}),
         )
         self.runtime.observe_turn(turn, end)
         # Letta saw the turn itself only when it served it; everything else goes to the outbox.

@@ -70,20 +70,37 @@ def make_event(event: str, ts: float | None = None, **fields: object) -> dict[st
 
 
 class EventWriter:
-    """Appends events to a JSONL file; safe across threads and processes (O_APPEND, one write)."""
+    """Appends events to a JSONL file; safe across threads and processes (O_APPEND, one write).
+
+    A record always starts on a fresh line: when the file does not end in a newline (a writer
+    crashed mid-record, a short write on a full disk) the record is preceded by one, so the
+    torn line is skipped by readers and cannot swallow the next record.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._readable = True
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except PermissionError:  # a file we may append to but not read: no check then
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._readable = False
         self._lock = threading.Lock()
+
+    def _torn(self) -> bool:
+        """True when the file ends inside a line (two syscalls: fstat and a 1-byte pread)."""
+        if not self._readable:
+            return False
+        size = os.fstat(self._fd).st_size
+        return size > 0 and os.pread(self._fd, 1, size - 1) != b"\n"
 
     def emit(self, event: str, **fields: object) -> dict[str, object]:
         record = make_event(event, **fields)
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         try:
             with self._lock:
-                os.write(self._fd, line)
+                os.write(self._fd, b"\n" + line if self._torn() else line)
         finally:  # listeners see the fact even when the disk refuses it
             _notify(record)
         return record

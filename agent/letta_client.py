@@ -16,20 +16,12 @@ import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from agent import letta_agent_spec
 from agent.config import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from letta_client import AsyncLetta
-
-DEFAULT_PERSONA = (
-    "I am a voice assistant: everything I write is spoken aloud by a text-to-speech voice.\n"
-    "I answer in one to three short, natural sentences, the way a person talks.\n"
-    "I never use markdown, lists, emojis or symbols that do not read aloud well.\n"
-    "I remember what matters about the person I talk to and use it naturally."
-)
-DEFAULT_HUMAN = "name: unknown\nFacts and preferences the user has shared will be recorded here."
 
 _clients: dict[tuple[int, int, str], AsyncLetta] = {}
 
@@ -73,36 +65,6 @@ async def close_letta_clients() -> None:
             await client.close()
         except Exception:
             pass
-
-
-def pick_model_handle(settings: Settings, handles: list[str]) -> str:
-    """The Letta handle of LETTA_LLM_MODEL: `openai-proxy/<model>` behind a custom endpoint,
-    `openai/<model>` for OpenAI itself, else any `<provider>/<model>` the server offers."""
-    model = settings.letta_llm_model
-    if "/" in model:
-        return model
-    base = settings.openai_base_url
-    proxy = bool(base) and (urlsplit(base).hostname or "") != "api.openai.com"
-    order = [f"openai-proxy/{model}", f"openai/{model}"]
-    for handle in order if proxy else order[::-1]:
-        if handle in handles:
-            return handle
-    for handle in handles:
-        if handle.endswith(f"/{model}"):
-            return handle
-    return order[0] if proxy else order[1]
-
-
-def embedding_config(settings: Settings) -> dict[str, Any]:
-    """The embedding config of new agents (Letta lists no embedding models of a proxy)."""
-    return {
-        "embedding_endpoint_type": "openai",
-        "embedding_endpoint": settings.openai_base_url or "https://api.openai.com/v1",
-        "embedding_model": settings.letta_embedding_model,
-        "embedding_dim": settings.letta_embedding_dim,
-        "embedding_chunk_size": 300,
-        "batch_size": 32,
-    }
 
 
 class LettaAccess:
@@ -151,21 +113,12 @@ class LettaAccess:
             return self._agent_id
 
     async def _create_agent(self, client: AsyncLetta, name: str, timeout: float | None) -> str:
-        """Create the voice agent as `voicectl letta create` does (first use, none exists)."""
+        """Create the voice agent exactly as `voicectl letta create` does (agent/
+        letta_agent_spec.py): first use, when none of that name exists."""
         models = await client.models.list(timeout=timeout)
         handles = [m.handle for m in models if getattr(m, "handle", None)]
-        created = await client.agents.create(
-            name=name,
-            model=pick_model_handle(self.settings, handles),
-            embedding_config=embedding_config(self.settings),  # type: ignore[arg-type]
-            memory_blocks=[
-                {"label": "persona", "value": DEFAULT_PERSONA, "limit": 5000},
-                {"label": "human", "value": DEFAULT_HUMAN, "limit": 5000},
-            ],
-            enable_sleeptime=True,
-            tags=["voicectl", "voice"],
-            timeout=timeout,
-        )
+        args = letta_agent_spec.create_args_for(self.settings, name, handles)
+        created = await client.agents.create(**args, timeout=timeout)
         return created.id
 
     async def health(self, timeout: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ from agent.resilience import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+log = logging.getLogger("agent.llm")
 
 
 class LLMHTTPError(DependencyError):
@@ -51,10 +53,16 @@ def _wrap(exc: BaseException) -> DependencyError:
 
 
 class ChatStream:
-    """An open streaming response: `texts()` yields its text deltas; close it when done."""
+    """An open streaming response: `texts()` yields its text deltas; close it when done.
+
+    `usage` holds the token counts ({"prompt_tokens", "completion_tokens"}) once a chunk
+    carried them: the last one when `stream_options.include_usage` was asked (OpenAI), or a
+    server's own final chunk (llama.cpp); None while unknown.
+    """
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self.usage: dict[str, int] | None = None
 
     async def texts(self) -> AsyncIterator[str]:
         content = self._response.content
@@ -72,6 +80,9 @@ class ChatStream:
                     err = chunk["error"] or {}
                     raise LLMHTTPError(int(err.get("code") or 500) if str(
                         err.get("code", "")).isdigit() else 500, str(err.get("message", "")))
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    self.usage = _token_counts(usage) or self.usage
                 choices = chunk.get("choices")
                 if not choices:
                     continue
@@ -100,6 +111,9 @@ class LLMClient:
         }
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        #: False once the endpoint refused `stream_options` (some OpenAI-compatible servers
+        #: answer 400 to fields they do not know): streams are then opened without it.
+        self.asks_usage = True
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -138,9 +152,28 @@ class LLMClient:
     async def stream(
         self, *, model: str, messages: list[dict[str, Any]], timeout: float, **extra: Any
     ) -> ChatStream:
-        """Start a streaming completion; returns once the response headers are in."""
+        """Start a streaming completion; returns once the response headers are in.
+
+        Usage is asked for (`stream_options.include_usage`) until the endpoint refuses it:
+        a 400/422 to the request with it, followed by a success without it, turns it off for
+        this client (one extra round trip, once). A request that fails either way raises the
+        second answer's error.
+        """
         body = {"model": model, "messages": messages, "stream": True, **extra}
-        return ChatStream(await self._post("/chat/completions", body, timeout))
+        if not self.asks_usage or "stream_options" in extra:
+            return ChatStream(await self._post("/chat/completions", body, timeout))
+        try:
+            return ChatStream(await self._post(
+                "/chat/completions",
+                {**body, "stream_options": {"include_usage": True}}, timeout))
+        except LLMHTTPError as exc:
+            if exc.status_code not in (400, 422):
+                raise
+        stream = ChatStream(await self._post("/chat/completions", body, timeout))
+        self.asks_usage = False
+        log.info("%s refused stream_options: token usage of its streams is not asked for",
+                 self.base_url)
+        return stream
 
     async def complete(
         self, *, model: str, messages: list[dict[str, Any]], timeout: float, **extra: Any
@@ -176,6 +209,13 @@ class LLMClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _token_counts(usage: dict[str, Any]) -> dict[str, int] | None:
+    """{"prompt_tokens", "completion_tokens"} of a usage object, None without numbers."""
+    out = {name: int(usage[name]) for name in ("prompt_tokens", "completion_tokens")
+           if isinstance(usage.get(name), int | float) and not isinstance(usage[name], bool)}
+    return out or None
 
 
 def _error_message(body: str) -> str:

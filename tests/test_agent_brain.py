@@ -241,3 +241,64 @@ async def _wait_for(predicate, timeout: float) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- token usage
+
+
+def _token_samples(records: list[dict]) -> dict[str, float | None]:
+    """livekit_llm_tokens as the agent's metrics count them from these event records."""
+    from prometheus_client import CollectorRegistry
+
+    from agent.metrics import AgentMetrics
+
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    for record in records:
+        metrics.observe_event(record)
+    return {kind: registry.get_sample_value(
+        "livekit_llm_tokens_total", {"model": "gpt-5-mini", "type": kind})
+        for kind in ("input", "output")}
+
+
+async def test_llm_stream_reports_its_tokens_in_events_and_metrics(
+    stub: StubHandle, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, llm_url=stub.base_url)
+    async with text_agent(settings) as agent:
+        assert await agent.say("Hello there") == "You said: Hello there."
+        assert await agent.say("And again") == "You said: And again."
+    bodies = [req["body"] for req in chat_requests(stub)]
+    assert all(b["stream_options"] == {"include_usage": True} for b in bodies)
+    turns = events(settings, "turn")
+    # the stub counts ceil(1.3 * words) prompt tokens and one token a word of the reply
+    prompt = [_prompt_tokens(b["messages"]) for b in bodies]
+    assert [(t["prompt_tokens"], t["completion_tokens"]) for t in turns] == [
+        (prompt[0], 4), (prompt[1], 4)]
+    assert all(t["model"] == "gpt-5-mini" for t in turns)
+    assert _token_samples(turns) == {"input": float(sum(prompt)), "output": 8.0}
+
+
+def _prompt_tokens(messages: list[dict]) -> int:
+    import math
+
+    return max(1, math.ceil(sum(len(m["content"].split()) for m in messages) * 1.3))
+
+
+async def test_an_endpoint_refusing_stream_options_still_answers(
+    stub: StubHandle, tmp_path: Path
+) -> None:
+    stub.control(refuse_stream_options=True)
+    settings = make_settings(tmp_path, llm_url=stub.base_url)
+    async with text_agent(settings) as agent:
+        assert await agent.say("Hello there") == "You said: Hello there."
+        assert await agent.say("And again") == "You said: And again."
+        assert agent.turn.path == HYBRID and not agent.turn.fallback
+    asked = ["stream_options" in req["body"] for req in chat_requests(stub)]
+    assert asked == [True, False, False]  # refused once, then not asked again
+    turns = events(settings, "turn")
+    assert [t["fallback"] for t in turns] == [False, False]
+    assert all("prompt_tokens" not in t for t in turns)  # unknown, not 0
+    assert events(settings, "fallback") == []
+    assert _token_samples(turns) == {"input": None, "output": None}
+

@@ -69,7 +69,10 @@ def test_server_env_isolates_home_and_openai(tmp_path: Path) -> None:
     assert env["PATH"].startswith(str(paths.venv / "bin"))
     no_openai = letta_server.server_env(tmp_path, "postgresql://p", None, None, base=base)
     assert "OPENAI_BASE_URL" not in no_openai and "OPENAI_API_KEY" not in no_openai
-    assert letta_server.server_cwd(tmp_path) == paths.workdir and paths.workdir.is_dir()
+    assert letta_server.server_cwd(tmp_path) == paths.workdir
+    assert not paths.root.exists()  # building the spec writes nothing: up's prepare does
+    paths.ensure()
+    assert paths.workdir.is_dir() and paths.letta_dir.is_dir()
     argv = letta_server.server_argv(paths.venv, "127.0.0.1", 8283)
     assert argv[1:] == ["server", "--host", "127.0.0.1", "--port", "8283"]
     assert letta_server.health_url("http://h:1/") == "http://h:1/v1/health/"
@@ -185,6 +188,30 @@ def test_create_voice_agent(agent: dict[str, Any], managed_letta: ManagedLetta) 
     assert set(agent["blocks"]) == {"persona", "human"}
     assert "voice" in agent["blocks"]["persona"]
     assert set(letta_agents.AGENT_TAGS) <= set(agent["tags"])
+
+
+async def test_the_agents_first_use_creates_the_same_agent_as_the_cli(
+    agent: dict[str, Any], managed_letta: ManagedLetta, tmp_path: Path
+) -> None:
+    """The worker's LettaAccess creates a missing agent from the same definition (round trip)."""
+    from agent.config import load_settings
+    from agent.letta_agent_spec import DEFAULT_PERSONA
+    from agent.letta_client import LettaAccess, close_letta_clients
+
+    settings = load_settings(env_file=tmp_path / "absent.env", environ={
+        "VOICECTL_HOME": str(tmp_path), "LETTA_SERVER_URL": managed_letta.base_url,
+        "LETTA_AGENT_NAME": "voice-first-use", "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": managed_letta.stub.base_url, "LETTA_EMBEDDING_MODEL": EMBED})
+    try:
+        agent_id = await LettaAccess(settings).resolve_agent_id(timeout=60)
+    finally:
+        await close_letta_clients()
+    made = letta_agents.find_agent(managed_letta.base_url, None, agent_id=agent_id)
+    assert made is not None and made["name"] == "voice-first-use"
+    assert made["blocks"] == agent["blocks"] and made["blocks"]["persona"] == DEFAULT_PERSONA
+    same = ("model", "embedding", "embedding_dim", "sleeptime", "agent_type")
+    assert {k: made[k] for k in same} == {k: agent[k] for k in same}
+    assert sorted(made["tags"]) == sorted(agent["tags"])
 
 
 def test_find_and_list_agents(agent: dict[str, Any], managed_letta: ManagedLetta) -> None:

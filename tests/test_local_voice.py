@@ -289,6 +289,24 @@ async def test_embeddings_service_for_letta(embeddings_server):
 # --------------------------------------------------------------------------- the voice turn
 
 
+async def test_llm_service_reports_stream_usage(llm_server):
+    """llama.cpp honours stream_options.include_usage: the brain's client counts tokens."""
+    from agent.llm_client import LLMClient
+
+    client = LLMClient(llm_server["url"], "sk-local")
+    try:
+        stream = await client.stream(
+            model=LOCAL_LLM_ALIAS, timeout=60, max_tokens=8,
+            messages=[{"role": "user", "content": "What is the capital of France?"}])
+        text = "".join([t async for t in stream.texts()])
+        await stream.aclose()
+    finally:
+        await client.aclose()
+    assert client.asks_usage and text
+    assert stream.usage is not None and stream.usage["prompt_tokens"] > 0
+    assert 0 < stream.usage["completion_tokens"] <= 8
+
+
 def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
     """espeak-ng speech → VAD → whisper → brain → local LLM → TTS → a WAV that decodes."""
     from voicectl.say import run_say

@@ -384,6 +384,29 @@ def test_ttft_counts_corrupt_lines_and_never_crashes(settings, run):
     assert "skipped 5 unreadable lines" in err
 
 
+def test_a_write_after_a_torn_line_starts_a_fresh_line(settings, run):
+    """A writer that crashed mid-record left no newline: the next record is not swallowed."""
+    from agent.events import ReadStats, read_events
+
+    write_events(settings.events_path, [turn(NOW - 10 + i, "hybrid", 100.0 + i) for i in range(2)])
+    with settings.events_path.open("a") as fh:
+        fh.write('{"ts":9,"event":"turn","mode":"hybrid","path":"hy')  # the crash
+    writer = EventWriter(settings.events_path)
+    try:
+        writer.emit("turn", mode="hybrid", path="hybrid", ttft_ms=150.0, total_ms=300.0,
+                    fallback=False, ts=NOW - 1)
+        writer.emit("turn", mode="hybrid", path="hybrid", ttft_ms=160.0, total_ms=300.0,
+                    fallback=False, ts=NOW)
+    finally:
+        writer.close()
+    stats = ReadStats()
+    ttfts = [r["ttft_ms"] for r in read_events(settings.events_path, stats)]
+    assert ttfts == [100.0, 101.0, 150.0, 160.0] and stats.skipped == 1
+    code, out, _ = run(ttft=True, json_out=True)
+    doc = json.loads(out)
+    assert code == 0 and doc["stats"]["hybrid"]["count"] == 4 and doc["skipped"] == 1
+
+
 def test_missing_event_log_is_an_empty_result_with_a_note(run):
     code, out, err = run(ttft=True, json_out=True)
     assert code == 0

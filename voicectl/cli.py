@@ -479,6 +479,7 @@ def letta_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a voice-ready Letta agent: persona and human memory, sleep-time compute."""
+    from agent import letta_agent_spec
     from voicectl import letta_agents as la
 
     s = settings()
@@ -488,7 +489,7 @@ def letta_create(
         s.letta_server_url, s.letta_api_key or None, name,
         model=s.letta_llm_model,
         embedding_model=s.letta_embedding_model,
-        embedding_endpoint=_local_embeddings(s),
+        embedding_endpoint=letta_agent_spec.embedding_endpoint(s),
         embedding_dim=s.letta_embedding_dim,
         openai_base_url=s.openai_base_url or None,
     ))
@@ -497,15 +498,6 @@ def letta_create(
         return
     sys.stdout.write(f"created Letta agent {agent['name']} ({agent['id']})\n"
                      f"use it: LETTA_AGENT_ID={agent['id']} in .env\n")
-
-
-def _local_embeddings(s: Settings) -> str | None:
-    """In local mode new Letta agents embed with the local embeddings service."""
-    if not s.local_mode:
-        return None
-    from agent.local import embeddings_url
-
-    return embeddings_url(s)
 
 
 def _letta_call(fn):

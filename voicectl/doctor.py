@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -269,13 +268,19 @@ def check_dev_keys(s: Settings) -> Check:
 
 
 def check_state_dir(s: Settings) -> Check:
-    try:
-        s.home.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=s.home, prefix=".doctor-"):
-            pass
-    except OSError as exc:
-        return Check("state dir", FAIL, f"{s.home}: {exc.strerror or exc}",
-                     f"make {s.home} writable or set VOICECTL_HOME")
+    """Writable without writing: doctor is read-only (the state dir, or the nearest existing
+    directory above it, must let this user create entries)."""
+    path = s.home
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    if not path.is_dir():
+        return Check("state dir", FAIL, f"{path} is not a directory",
+                     f"remove {path} or set VOICECTL_HOME")
+    if not os.access(path, os.W_OK | os.X_OK):
+        return Check("state dir", FAIL, f"{path}: not writable by this user",
+                     f"make {path} writable or set VOICECTL_HOME")
+    if path != s.home:
+        return Check("state dir", OK, f"{s.home} not created yet ({path} writable)")
     return Check("state dir", OK, f"{s.home} writable")
 
 

@@ -8,20 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_PERSONA = (
-    "I am a voice assistant: everything I write is spoken aloud by a text-to-speech voice.\n"
-    "I answer in one to three short, natural sentences, the way a person talks.\n"
-    "I never use markdown, lists, code blocks, emojis, URLs or symbols that do not read "
-    "aloud well; I spell out numbers and units when that sounds more natural.\n"
-    "I am warm, direct and calm. If I did not catch something, I ask a short question.\n"
-    "I remember what matters about the person I talk to and use it naturally."
-)
-DEFAULT_HUMAN = (
-    "name: unknown\n"
-    "Facts and preferences the user has shared will be recorded here."
-)
-AGENT_TAGS = ("voicectl", "voice")
-OPENAI_URL = "https://api.openai.com/v1"
+from agent import letta_agent_spec as spec
+from agent.letta_agent_spec import AGENT_TAGS, DEFAULT_HUMAN, DEFAULT_PERSONA, OPENAI_URL
+
+__all__ = ["AGENT_TAGS", "DEFAULT_HUMAN", "DEFAULT_PERSONA", "OPENAI_URL", "LettaAgentError",
+           "create_voice_agent", "find_agent", "list_agents", "model_handles",
+           "pick_model_handle", "summarize"]
 
 
 class LettaAgentError(RuntimeError):
@@ -126,30 +118,11 @@ def model_handles(base_url: str, api_key: str | None, *, timeout: float = 30.0) 
 
 
 def pick_model_handle(model: str, handles: list[str], openai_base_url: str | None) -> str:
-    """Choose the handle for `model` among `handles`.
-
-    A handle with a slash is taken as is. Otherwise an OpenAI-compatible OPENAI_BASE_URL (not
-    api.openai.com) makes Letta list the endpoint's models as `openai-proxy/<model>`; the real
-    OpenAI gives `openai/<model>`; failing both, any `<provider>/<model>`.
-    """
-    if "/" in model:
-        if model in handles:
-            return model
-        raise LettaAgentError(f"model {model!r} not offered by Letta; it has: {', '.join(handles)}")
-    proxy = bool(openai_base_url) and openai_base_url.rstrip("/") != OPENAI_URL
-    order = [f"openai-proxy/{model}", f"openai/{model}"]
-    if not proxy:
-        order.reverse()
-    for handle in order:
-        if handle in handles:
-            return handle
-    for handle in handles:
-        if handle.endswith(f"/{model}"):
-            return handle
-    raise LettaAgentError(
-        f"model {model!r} not offered by Letta (is OPENAI_BASE_URL/OPENAI_API_KEY set for the "
-        f"server?); it has: {', '.join(handles) or 'none'}"
-    )
+    """Choose the handle for `model` among `handles` (agent/letta_agent_spec.py's rule)."""
+    try:
+        return spec.pick_model_handle(model, handles, openai_base_url)
+    except spec.ModelHandleError as exc:
+        raise LettaAgentError(str(exc)) from None
 
 
 def create_voice_agent(
@@ -176,29 +149,15 @@ def create_voice_agent(
     """
     handle = pick_model_handle(model, model_handles(base_url, api_key, timeout=timeout),
                                openai_base_url)
-    endpoint = (embedding_endpoint or openai_base_url or OPENAI_URL).rstrip("/")
-    embedding_config = {
-        "embedding_endpoint_type": "openai",
-        "embedding_endpoint": endpoint,
-        "embedding_model": embedding_model,
-        "embedding_dim": int(embedding_dim),
-        "embedding_chunk_size": 300,
-        "batch_size": 32,
-    }
+    args = spec.create_args(
+        name, handle,
+        spec.embedding_config(embedding_model, embedding_endpoint, embedding_dim,
+                              openai_base_url),
+        persona=persona, human=human, enable_sleeptime=enable_sleeptime,
+    )
     client = _client(base_url, api_key, timeout)
     try:
-        agent = client.agents.create(
-            name=name,
-            model=handle,
-            embedding_config=embedding_config,
-            memory_blocks=[
-                {"label": "persona", "value": persona, "limit": 5000},
-                {"label": "human", "value": human, "limit": 5000},
-            ],
-            enable_sleeptime=enable_sleeptime,
-            tags=list(AGENT_TAGS),
-            include_base_tools=True,
-        )
+        agent = client.agents.create(**args)
         agent = client.agents.retrieve(
             agent.id, include=["agent.blocks", "agent.tags", "agent.managed_group"]
         )

@@ -65,10 +65,8 @@ def server_argv(venv: Path | str, host: str = DEFAULT_HOST, port: int = DEFAULT_
 
 
 def server_cwd(state_dir: Path | str) -> Path:
-    """The working directory to start the server from (created if missing)."""
-    paths = letta_paths(state_dir)
-    paths.ensure()
-    return paths.workdir
+    """The working directory to start the server from (`LettaPaths.ensure` creates it)."""
+    return letta_paths(state_dir).workdir
 
 
 def server_env(
@@ -85,8 +83,7 @@ def server_env(
     stray ~/.letta/pg_uri cannot override LETTA_PG_URI). With an OPENAI_BASE_URL other than
     api.openai.com, the endpoint's models appear as `openai-proxy/<model>` handles.
     """
-    paths = letta_paths(state_dir)
-    paths.ensure()
+    paths = letta_paths(state_dir)  # pure: building the spec (status, doctor) writes nothing
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _DROP}
     venv_bin = str(paths.venv / "bin")
     env.update({

@@ -47,6 +47,7 @@ def prepare_database(settings: Settings, progress: Progress) -> None:
     """With Postgres up: role, database, extension and Letta's schema (once)."""
     pgd, port = pg_dir(settings), settings.letta_pg_port
     try:
+        letta_server.letta_paths(settings.home).ensure()  # HOME, LETTA_DIR and the cwd
         letta_install.install_letta(venv_path(settings), progress)
         postgres.ensure_database(pgd, port)
         marker = _schema_marker(settings)

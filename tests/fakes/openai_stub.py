@@ -53,6 +53,8 @@ class StubConfig:
     reply: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     embedding_dim: int = 1536
+    #: answer 400 to a request carrying `stream_options`, as some OpenAI-compatible servers do
+    refuse_stream_options: bool = False
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
 
     def update(self, data: dict[str, Any]) -> None:
@@ -426,6 +428,9 @@ class OpenAIStub:
         body = await request.json()
         self.state.record(request, body)
         cfg = self.state.snapshot()
+        if cfg.refuse_stream_options and "stream_options" in body:
+            return _error(400, "Unrecognized request argument supplied: stream_options",
+                          "invalid_request_error")
         fault = self.state.take_fault(request.path)
         if fault:
             resp = await _fault_response(request, fault)
@@ -771,10 +776,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-count", type=int, help="only the next N requests (default all)")
     parser.add_argument("--reply", help="a fixed reply instead of the echo")
     parser.add_argument("--embedding-dim", type=int, default=1536)
+    parser.add_argument("--refuse-stream-options", action="store_true",
+                        help="answer 400 to requests with stream_options")
     args = parser.parse_args(argv)
     state = StubState(ttft_ms=args.ttft_ms, token_delay_ms=args.token_delay_ms,
                       fault=args.fault, fault_count=args.fault_count, reply=args.reply,
-                      embedding_dim=args.embedding_dim)
+                      embedding_dim=args.embedding_dim,
+                      refuse_stream_options=args.refuse_stream_options)
     print(f"openai stub on http://{args.host}:{args.port}/v1", flush=True)
     web.run_app(OpenAIStub(state).app, host=args.host, port=args.port, access_log=None,
                 print=None, shutdown_timeout=1.0)
