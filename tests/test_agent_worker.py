@@ -8,6 +8,8 @@ sees it. (Whole voice turns through the room are tests/test_voice_*.py's.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -40,8 +42,8 @@ def fake() -> Iterator[DevLiveKit]:
         handle.stop()
 
 
-@pytest.fixture
-def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+@contextlib.contextmanager
+def run_worker(fake: DevLiveKit, tmp_path: Path, **extra: str) -> Iterator[tuple[Path, int]]:
     """The agent worker against the dev server; yields (state dir, health port)."""
     home, port = tmp_path / "state", free_port()
     env = {
@@ -55,6 +57,7 @@ def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
         "OPENAI_BASE_URL": dead_url() + "/v1",
         "LETTA_SERVER_URL": dead_url(),
         "PYTHONPATH": str(REPO),
+        **extra,
     }
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
@@ -73,6 +76,12 @@ def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+@pytest.fixture
+def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    with run_worker(fake, tmp_path) as found:
+        yield found
 
 
 def read(home: Path, event: str) -> list[dict]:
@@ -169,3 +178,30 @@ def test_prewarm_without_vad_says_so(tmp_path: Path) -> None:
     assert "no onnx runtime" in res.stdout
     (event,) = read(tmp_path, "vad")
     assert event["loaded"] is False and "no onnx runtime" in event["reason"]
+
+
+# --- the job offer deadline: LiveKit waits ~2.8 s for an answer, then drops the offer ----
+
+
+def test_offer_is_answered_in_time_when_list_participants_hangs(tmp_path: Path) -> None:
+    """A LiveKit whose ListParticipants hangs (the dev server's --twirp-delay) still gets the
+    worker's answer well inside its availability timeout: the job is accepted, and the `job`
+    event records how long the answer took."""
+    handle = start_dev_livekit(target_load=1.0,  # the machine is shared: its CPU load is real
+                               extra_args=["--twirp-delay", "ListParticipants=10"])
+    try:
+        with run_worker(handle, tmp_path, AGENT_LOAD_THRESHOLD="1.0") as (home, _port):
+            wait_for(lambda: read(home, "worker"), 60)
+            room = f"room-{uuid.uuid4().hex[:8]}"
+            dispatch_id = asyncio.run(dispatch(handle, room))
+            (job,) = wait_for(lambda: read(home, "job"), 15)
+            assert job["accepted"] is True and job["room"] == room, job
+            assert job["answer_ms"] < 1000, job
+            assert job["check"] == "timeout", job
+            state = handle.wait_for(lambda s: [j for j in s["jobs"]
+                                               if j["dispatch_id"] == dispatch_id], timeout=10)
+            # the server got the answer in time: accepted, not dropped as "timeout"
+            assert state[0]["state"] in ("accepted", "running"), state
+            assert [a["outcome"] for a in state[0]["attempts"]] == ["accepted"], state
+    finally:
+        handle.stop()
