@@ -72,6 +72,7 @@ def config_rows(s: Settings) -> list[dict]:
                 "source": s.sources.get(f.name, "default"),
                 "secret": f.metadata["secret"],
                 "help": f.metadata["help"],
+                "note": f.metadata.get("note", ""),
             }
         )
     return rows
@@ -86,6 +87,9 @@ def config_table(rows: list[dict], s: Settings, console: Console | None = None) 
         style = "" if r["source"] == "default" else "bold"
         table.add_row(r["name"], str(r["value"]), r["source"], style=style)
     console.print(table)
+    for r in rows:
+        if r["note"]:
+            console.print(f"{r['name']}: {r['help']}. {r['note']}", highlight=False)
     console.print(f"env file: {s.env_file}  state: {s.home}", style="dim")
 
 
