@@ -95,9 +95,12 @@ def test_dispatch_with_wrong_secret_is_one_line(project):
 
 
 def test_dispatch_wait_fails_when_no_worker_takes_the_job(project):
-    res = project.run("dispatch", "lonely-room", "--wait", "1")
+    res = project.run("dispatch", "lonely-room", "--wait", "1",
+                      env={"AGENT_HTTP_PORT": str(free_port())})
     assert res.returncode == 1
     assert "no worker took the job for room 'lonely-room' within 1s" in res.stderr
+    assert "no agent worker is registered: nothing answers on 127.0.0.1:" in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
 
 
 def test_hybrid_switch_edits_env_in_place(project):
