@@ -157,9 +157,9 @@ def test_worker_declined_says_its_reason(stack):
 
 def test_nothing_known_when_the_worker_had_no_chance(stack):
     """--wait 0: no answer yet, a registered worker below its limit: nothing known."""
-    for _ in range(3):
+    for _ in range(5):  # the worker may answer between the wait and the diagnosis
         code, doc, err = dispatch(stack, room(), "--wait", "0")
-        if not doc["accepted"] and doc["cause"] != "declined":
+        if "nothing known" in doc.get("why", ""):
             break
     assert code == 1 and doc["cause"] == "unknown", doc
     assert "nothing known: worker 'letta-voice-agent' is registered" in err
