@@ -15,6 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] != "start":
         print(f"python -m agent: unknown command {args[0]!r} (expected: start)", file=sys.stderr)
         return 2
+    from agent.config import ConfigError, load_settings
+
+    try:  # a bad setting is one line, before livekit-agents' loader turns it into a traceback
+        load_settings()
+    except ConfigError as exc:
+        print(f"python -m agent: {exc}", file=sys.stderr)
+        return 2
     from livekit.agents.__main__ import main as livekit_main
 
     worker_file = Path(__file__).with_name("worker.py")

@@ -24,8 +24,13 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message is one line for the user."""
 
 
-def _f(env: str, default: object, help: str, *, secret: bool = False) -> object:
-    return field(default=default, metadata={"env": env, "secret": secret, "help": help})
+def _f(env: str, default: object, help: str, *, secret: bool = False, note: str = "") -> object:
+    return field(default=default,
+                 metadata={"env": env, "secret": secret, "help": help, "note": note})
+
+
+#: livekit-server offers no job to a worker reporting a load at or above this (its target load)
+SERVER_TARGET_LOAD = 0.7
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,13 @@ class Settings:
     agent_name: str = _f("AGENT_NAME", "letta-voice-agent", "agent name for explicit dispatch")
     agent_http_port: int = _f("AGENT_HTTP_PORT", 8081, "worker health server port")
     agent_load_threshold: float = _f(
-        "AGENT_LOAD_THRESHOLD", 0.9, "worker CPU load above which jobs are declined"
+        "AGENT_LOAD_THRESHOLD", 0.7,
+        "worker CPU load (0-1] at which the worker reports itself full and declines jobs",
+        note="The worker reports its CPU load to LiveKit every 2.5 s. livekit-server offers no "
+        "job to a worker at load 0.7 or more, whatever this setting says, so a higher value "
+        "only hides the problem: the worker calls itself available while it receives nothing. "
+        "The load is the whole machine's CPU (cgroup where one applies): when it stays "
+        "high, give the worker more CPU or run it on another machine.",
     )
     use_hybrid_streaming: bool = _f(
         "USE_HYBRID_STREAMING", True, "stream replies from the LLM, sync Letta in background"
@@ -356,6 +367,10 @@ def _validate(s: Settings) -> None:
         port = getattr(s, attr)
         if not 0 < port < 65536:
             raise ConfigError(f"{env_name(attr)}={port} is not a TCP port")
+    if not 0 < s.agent_load_threshold <= 1:
+        raise ConfigError(f"AGENT_LOAD_THRESHOLD={s.agent_load_threshold:g} must be above 0 "
+                          f"and at most 1 (LiveKit offers no job at {SERVER_TARGET_LOAD} or "
+                          "more)")
     for f in config_fields():
         if f.name.startswith("price_") and not getattr(s, f.name) >= 0:
             raise ConfigError(f"{f.metadata['env']}={getattr(s, f.name)} must not be negative")

@@ -3,7 +3,8 @@
 - prewarm (once per job process, before any job): load Silero VAD in a helper thread; when it
   fails the agent runs without VAD (STT endpointing) and says so in a `vad` event.
 - request handler (main process): accept jobs for our agent name, refuse a second agent of ours
-  in a room that already has one; a `job` event either way.
+  in a room that already has one; a `job` event either way, with how long the answer took
+  (`answer_ms`: LiveKit drops an offer unanswered after ~2.8 s, we answer within 1 s).
 - entrypoint: connect first, then bootstrap (runtime: Letta client, providers), start the
   session, and always close the resources; `startup` events with elapsed times.
 - an idle watchdog ends a silent session politely (VOICE_IDLE_TIMEOUT_SECONDS).
@@ -164,58 +165,87 @@ server.on("worker_registered", _on_registered)
 
 _recent_accepts: dict[str, float] = {}
 
+#: LiveKit gives a worker about 2.8 s to answer a job offer, then offers the job to another
+#: worker or drops it. We answer within 1 s in the worst case: the local checks are instant,
+#: the one remote check is bounded by PARTICIPANT_CHECK_SECONDS.
+PARTICIPANT_CHECK_SECONDS = 0.5
 
-async def _room_has_our_agent(req: JobRequest) -> str | None:
-    """Why this room must not get another agent of ours (None when it may)."""
+
+def _local_reason(req: JobRequest) -> str | None:
+    """What this process knows without asking anyone: a job of ours already in the room."""
     room = req.room.name
+    if room in _recent_accepts:
+        return "agent_already_in_room"
     for info in server.active_jobs:
         if info.job.room.name == room and info.job.agent_name == req.agent_name:
             return "agent_already_in_room"
-    try:
-        from livekit import api
-
-        async with api.LiveKitAPI(
-            url=settings.livekit_http_url,
-            api_key=settings.livekit_api_key,
-            api_secret=settings.livekit_api_secret,
-        ) as lkapi:
-            async with asyncio.timeout(3.0):
-                resp = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
-        for p in resp.participants:
-            if p.kind == api.ParticipantInfo.Kind.AGENT and (
-                p.attributes.get(AGENT_ATTRIBUTE) == settings.agent_name
-                or p.attributes.get("lk.agent_name") == settings.agent_name
-            ):
-                return "agent_already_in_room"
-    except Exception as exc:  # noqa: BLE001 - the local check still holds
-        log.debug("participant check for room %s failed: %s", room, exc)
     return None
 
 
+async def _remote_reason(room: str) -> tuple[str | None, str]:
+    """Ask LiveKit whether an agent of ours is in the room, within PARTICIPANT_CHECK_SECONDS.
+
+    Returns (reason to refuse or None, how the check went: ok | timeout | error). A slow or
+    failed check never becomes a refusal: the local check still holds.
+    """
+    try:
+        from livekit import api
+
+        async with asyncio.timeout(PARTICIPANT_CHECK_SECONDS):
+            async with api.LiveKitAPI(
+                url=settings.livekit_http_url,
+                api_key=settings.livekit_api_key,
+                api_secret=settings.livekit_api_secret,
+            ) as lkapi:
+                resp = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    except TimeoutError:
+        log.info("participant check for room %s took over %.1fs; answering without it",
+                 room, PARTICIPANT_CHECK_SECONDS)
+        return None, "timeout"
+    except Exception as exc:  # noqa: BLE001 - the local check still holds
+        log.debug("participant check for room %s failed: %s", room, exc)
+        return None, "error"
+    for p in resp.participants:
+        if p.kind == api.ParticipantInfo.Kind.AGENT and (
+            p.attributes.get(AGENT_ATTRIBUTE) == settings.agent_name
+            or p.attributes.get("lk.agent_name") == settings.agent_name
+        ):
+            return "agent_already_in_room", "ok"
+    return None, "ok"
+
+
 async def on_request(req: JobRequest) -> None:
-    """Accept jobs dispatched to our agent name, one agent of ours per room."""
+    """Accept jobs dispatched to our agent name, one agent of ours per room; answer fast."""
+    started = time.perf_counter()
     room = req.room.name
     now = time.monotonic()
     for name, at in list(_recent_accepts.items()):
         if now - at > ACCEPT_GRACE_SECONDS:
             del _recent_accepts[name]
-    # claim the room before any await: a second request for it may arrive meanwhile
-    reason = "agent_already_in_room" if room in _recent_accepts else None
+    # local knowledge first, and the room claimed before any await: a second request for it
+    # may arrive meanwhile
+    reason = _local_reason(req)
+    check = "local"
     if reason is None:
         _recent_accepts[room] = now
-        reason = await _room_has_our_agent(req)
+        reason, check = await _remote_reason(room)
         if reason is not None:
             _recent_accepts.pop(room, None)
+
+    # the answer leaves as accept / reject start; accept then waits for the assignment
+    answer_ms = round((time.perf_counter() - started) * 1000, 2)
     if reason is not None:
         await req.reject()
-        emit("job", room=room, accepted=False, reason=reason, job_id=req.id)
+        emit("job", room=room, accepted=False, reason=reason, job_id=req.id,
+             answer_ms=answer_ms, check=check)
         return
     await req.accept(
         name="Letta voice agent",
         identity=f"{settings.agent_name}-{req.id}",
         attributes={AGENT_ATTRIBUTE: settings.agent_name},
     )
-    emit("job", room=room, accepted=True, reason="ok", job_id=req.id)
+    emit("job", room=room, accepted=True, reason="ok", job_id=req.id, answer_ms=answer_ms,
+         check=check)
 
 
 # --------------------------------------------------------------------------- entrypoint

@@ -8,6 +8,8 @@ sees it. (Whole voice turns through the room are tests/test_voice_*.py's.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -40,9 +42,11 @@ def fake() -> Iterator[DevLiveKit]:
         handle.stop()
 
 
-@pytest.fixture
-def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """The agent worker against the dev server; yields (state dir, health port)."""
+@contextlib.contextmanager
+def run_worker(fake: DevLiveKit, tmp_path: Path, **extra: str | None
+               ) -> Iterator[tuple[Path, int]]:
+    """The agent worker against the dev server; yields (state dir, health port). An `extra`
+    value None leaves that variable out (its default applies)."""
     home, port = tmp_path / "state", free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "OPENAI_"))},
@@ -55,7 +59,9 @@ def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
         "OPENAI_BASE_URL": dead_url() + "/v1",
         "LETTA_SERVER_URL": dead_url(),
         "PYTHONPATH": str(REPO),
+        **extra,
     }
+    env = {k: v for k, v in env.items() if v is not None}
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], cwd=REPO, env=env,
@@ -73,6 +79,12 @@ def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+@pytest.fixture
+def worker(fake: DevLiveKit, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    with run_worker(fake, tmp_path) as found:
+        yield found
 
 
 def read(home: Path, event: str) -> list[dict]:
@@ -169,3 +181,60 @@ def test_prewarm_without_vad_says_so(tmp_path: Path) -> None:
     assert "no onnx runtime" in res.stdout
     (event,) = read(tmp_path, "vad")
     assert event["loaded"] is False and "no onnx runtime" in event["reason"]
+
+
+# --- the job offer deadline: LiveKit waits ~2.8 s for an answer, then drops the offer ----
+
+
+def test_offer_is_answered_in_time_when_list_participants_hangs(tmp_path: Path) -> None:
+    """A LiveKit whose ListParticipants hangs (the dev server's --twirp-delay) still gets the
+    worker's answer well inside its availability timeout: the job is accepted, and the `job`
+    event records how long the answer took."""
+    handle = start_dev_livekit(target_load=1.0,  # the machine is shared: its CPU load is real
+                               extra_args=["--twirp-delay", "ListParticipants=10"])
+    try:
+        with run_worker(handle, tmp_path, AGENT_LOAD_THRESHOLD="1.0") as (home, _port):
+            wait_for(lambda: read(home, "worker"), 60)
+            room = f"room-{uuid.uuid4().hex[:8]}"
+            dispatch_id = asyncio.run(dispatch(handle, room))
+            (job,) = wait_for(lambda: read(home, "job"), 15)
+            assert job["accepted"] is True and job["room"] == room, job
+            assert job["answer_ms"] < 1000, job
+            assert job["check"] == "timeout", job
+            state = handle.wait_for(lambda s: [j for j in s["jobs"]
+                                               if j["dispatch_id"] == dispatch_id], timeout=10)
+            # the server got the answer in time: accepted, not dropped as "timeout"
+            assert state[0]["state"] in ("accepted", "running"), state
+            assert [a["outcome"] for a in state[0]["attempts"]] == ["accepted"], state
+    finally:
+        handle.stop()
+
+
+# --- load: what the worker reports is what the server sees, judged at the server's 0.7 ----
+
+
+def test_reported_load_reaches_the_server_and_full_means_full(tmp_path: Path) -> None:
+    """With the default AGENT_LOAD_THRESHOLD the worker's own verdict agrees with the server's
+    rule (no job at load >= 0.7), and the load LiveKit sees is the one the worker measured
+    (livekit-agents' default: the machine's CPU over 2.5 s, on /worker as worker_load)."""
+    handle = start_dev_livekit()
+    try:
+        with run_worker(handle, tmp_path, AGENT_LOAD_THRESHOLD=None) as (home, port):
+            wait_for(lambda: read(home, "worker"), 60)
+            measured: set[float] = set()
+            seen: list[dict] = []
+            end = time.monotonic() + 8
+            while time.monotonic() < end:  # status updates go every 2.5 s, load every 0.5 s
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/worker", timeout=5) as r:
+                    measured.add(round(float(json.loads(r.read()).get("worker_load", 0.0)), 4))
+                seen += [w for w in handle.state()["workers"] if w["agent_name"] == AGENT_NAME]
+                time.sleep(0.1)
+    finally:
+        handle.stop()
+    reported = {w["load"] for w in seen}
+    assert any(v > 0 for v in reported), seen  # a real measurement, not the initial 0
+    # each load the server holds is one the worker measured (float32 on the wire)
+    for load in reported - {0.0}:
+        assert any(abs(load - m) < 2e-4 for m in measured), (load, sorted(measured))
+    for w in seen:  # full exactly when the server would offer nothing
+        assert (w["status"] == "full") == (w["load"] >= 0.7), w

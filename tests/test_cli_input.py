@@ -79,6 +79,22 @@ def test_config_shows_sources_and_masks_secrets(project):
     assert secret not in human and "other-agent" in human
 
 
+def test_config_explains_the_load_threshold(project):
+    """0.7 by default, the limit livekit-server applies; config says why a higher value hides
+    the problem; a value LiveKit cannot honour is one line, exit 2."""
+    rows = {r["name"]: r for r in json.loads(project.run("config", "--json").stdout)}
+    row = rows["AGENT_LOAD_THRESHOLD"]
+    assert (row["value"], row["source"]) == (0.7, "default")
+    assert "offers no job to a worker at load 0.7" in row["note"]
+    assert "only hides the problem" in row["note"]
+    human = project.run("config", env={"COLUMNS": "300"}).stdout
+    assert "AGENT_LOAD_THRESHOLD: worker CPU load" in human and "only hides the problem" in human
+    for bad in ("1.5", "0", "lots"):
+        res = project.run("status", env={"AGENT_LOAD_THRESHOLD": bad})
+        assert res.returncode == 2, res
+        assert res.stderr.count("\n") == 1 and "AGENT_LOAD_THRESHOLD" in res.stderr, res.stderr
+
+
 def test_env_file_option_selects_another_file(project):
     other = project.root / "prod.env"
     other.write_text("AGENT_NAME=from-prod\n")

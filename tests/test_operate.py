@@ -95,9 +95,12 @@ def test_dispatch_with_wrong_secret_is_one_line(project):
 
 
 def test_dispatch_wait_fails_when_no_worker_takes_the_job(project):
-    res = project.run("dispatch", "lonely-room", "--wait", "1")
+    res = project.run("dispatch", "lonely-room", "--wait", "1",
+                      env={"AGENT_HTTP_PORT": str(free_port())})
     assert res.returncode == 1
     assert "no worker took the job for room 'lonely-room' within 1s" in res.stderr
+    assert "no agent worker is registered: nothing answers on 127.0.0.1:" in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
 
 
 def test_hybrid_switch_edits_env_in_place(project):
@@ -172,6 +175,9 @@ def test_doctor_masks_keys(project):
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     proj = Project(root, base_env(root / ".voicectl"))
+    # a shared, busy machine: its CPU load often passes livekit-server's 0.7, when the
+    # worker rightly gets no job (tests/test_dispatch_reasons.py covers that case)
+    proj.env["VOICECTL_DEV_TARGET_LOAD"] = "1.0"
     lk, letta, agent = free_port(), free_port(), free_port()
     proj.write_env(
         LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
@@ -182,6 +188,7 @@ def stack(tmp_path_factory):
         VOICECTL_LIVEKIT_CMD=f"{sys.executable} -m voicectl.livekit_dev --port {lk}",
         VOICECTL_LETTA_CMD=standin_cmd(letta),
         USE_HYBRID_STREAMING="true",
+        AGENT_LOAD_THRESHOLD="1.0",
     )
     proj.run("up", check=True, timeout=180)
     yield proj

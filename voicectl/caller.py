@@ -388,8 +388,10 @@ class Caller:
         others = [p.identity for p in self._room.remote_participants.values()] \
             if self._room else []
         extra = f"; in the room: {', '.join(others)}" if others else ""
-        return f"{base}: no worker took the job (is the agent running? voicectl status, " \
-               f"voicectl dispatch --wait){extra}"
+        from voicectl.dispatch_why import explain
+
+        why = explain(self.settings, self.room_name, self.agent_name, since)["why"]
+        return f"{base}: no worker took the job: {why}{extra}"
 
     async def _keep_silent(self) -> None:
         """Silence whenever no question is being said: a microphone never stops."""

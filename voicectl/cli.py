@@ -297,10 +297,18 @@ def dispatch(
     meta = ops.parse_metadata(metadata)
     since = time.time()
     result = ops.dispatch(s, room, agent_name or s.agent_name, meta, create_room)
+    failure = ""
     if wait is not None:
+        from voicectl.dispatch_why import explain
+
         job = ops.wait_for_job(s, room, since, wait)
-        result["accepted"] = bool(job.get("accepted"))
-        result["job_reason"] = job.get("reason", "")
+        result["accepted"] = bool(job and job.get("accepted"))
+        result["job_reason"] = job.get("reason", "") if job else ""
+        if not result["accepted"]:
+            why = explain(s, room, result["agent_name"], since)
+            result.update(cause=why["cause"], why=why["why"], worker=why["worker"])
+            failure = (f"no worker took the job for room {room!r} within {wait:g}s: "
+                       f"{why['why']}") if job is None else f"{why['why']} (room {room!r})"
     if json_out:
         _out(result)
     else:
@@ -308,11 +316,10 @@ def dispatch(
             "new room (created)" if result["room_created"] else "room did not exist yet")
         sys.stdout.write(f"dispatched {result['agent_name']} to {result['room']} "
                          f"({existed}): {result['dispatch_id']}\n")
-        if wait is not None:
-            verdict = "accepted" if result["accepted"] else f"declined ({result['job_reason']})"
-            sys.stdout.write(f"worker {verdict} the job\n")
-    if wait is not None and not result["accepted"]:
-        raise typer.Exit(EXIT_FAILED)
+        if wait is not None and result["accepted"]:
+            sys.stdout.write("worker accepted the job\n")
+    if failure:
+        raise VoicectlError(failure)
 
 
 @app.command()

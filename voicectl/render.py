@@ -53,6 +53,12 @@ def status_table(rows: list[ServiceStatus], console: Console | None = None) -> N
     for r in rows:
         if r.server:
             console.print(f"{r.name}: {label(r.server, r.server_path or '')}", highlight=False)
+        if r.worker_load is not None:
+            full = " (full: LiveKit offers it no job)" if r.worker_load >= (r.load_limit or 0.7) \
+                else ""
+            console.print(f"{r.name}: worker {r.worker_agent_name!r} load {r.worker_load:.2f}, "
+                          f"limit {r.load_limit:.2f}{full}, {r.active_jobs} active job(s)",
+                          highlight=False)
 
 
 def config_rows(s: Settings) -> list[dict]:
@@ -72,6 +78,7 @@ def config_rows(s: Settings) -> list[dict]:
                 "source": s.sources.get(f.name, "default"),
                 "secret": f.metadata["secret"],
                 "help": f.metadata["help"],
+                "note": f.metadata.get("note", ""),
             }
         )
     return rows
@@ -86,6 +93,9 @@ def config_table(rows: list[dict], s: Settings, console: Console | None = None) 
         style = "" if r["source"] == "default" else "bold"
         table.add_row(r["name"], str(r["value"]), r["source"], style=style)
     console.print(table)
+    for r in rows:
+        if r["note"]:
+            console.print(f"{r['name']}: {r['help']}. {r['note']}", highlight=False)
     console.print(f"env file: {s.env_file}  state: {s.home}", style="dim")
 
 

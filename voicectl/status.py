@@ -33,6 +33,12 @@ class ServiceStatus:
     external: bool = False
     server: str | None = None  # livekit: binary | embedded | command | external
     server_path: str | None = None  # livekit: the binary's path (server == "binary")
+    # agent: what its worker reports (GET :AGENT_HTTP_PORT/worker) and the load at which it
+    # gets no job (min of livekit-server's 0.7 and AGENT_LOAD_THRESHOLD)
+    worker_agent_name: str | None = None
+    worker_load: float | None = None
+    load_limit: float | None = None
+    active_jobs: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -97,12 +103,27 @@ def service_status(spec: ServiceSpec, record: ServiceRecord | None) -> ServiceSt
     return st
 
 
+def _with_worker(settings: Settings, st: ServiceStatus) -> ServiceStatus:
+    """The agent's load, its limit and active jobs, from the worker's health server."""
+    if st.name != "agent" or st.pid is None:
+        return st
+    from voicectl.dispatch_why import worker_view
+
+    view = worker_view(settings)
+    st.load_limit = view.load_limit
+    if view.reachable:
+        st.worker_agent_name, st.worker_load = view.agent_name, view.load
+        st.active_jobs = view.active_jobs
+    return st
+
+
 def all_status(settings: Settings, services: dict[str, ServiceSpec]) -> list[ServiceStatus]:
     """Status of every service, probed in parallel."""
     home = settings.home
+
+    def one(name: str, spec: ServiceSpec) -> ServiceStatus:
+        return _with_worker(settings, service_status(spec, read_record(home, name)))
+
     with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
-        futures = [
-            pool.submit(service_status, spec, read_record(home, name))
-            for name, spec in services.items()
-        ]
+        futures = [pool.submit(one, name, spec) for name, spec in services.items()]
         return [f.result() for f in futures]

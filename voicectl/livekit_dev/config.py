@@ -34,5 +34,7 @@ class DevConfig:
     missing_room_delay: float = MISSING_ROOM_DELAY
     target_load: float = TARGET_LOAD
     redispatch_on_register: bool = False
+    #: dev-only: seconds each named Twirp method (e.g. ListParticipants) waits before answering
+    twirp_delays: dict[str, float] = field(default_factory=dict)
     #: addresses offered to WebRTC peers; empty: every interface aioice finds, plus loopback
     ice_hosts: list[str] = field(default_factory=list)

@@ -67,6 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[cfg.DevConfig, str]:
     parser.add_argument("--redispatch-on-register", action="store_true",
                         help="dev-only: give dispatches that found no worker to a matching "
                         "worker that registers later (the real server drops them)")
+    parser.add_argument("--twirp-delay", action="append", default=[], metavar="METHOD=SECONDS",
+                        help="dev-only: answer this Twirp method (e.g. ListParticipants) only "
+                        "after SECONDS (a slow server, for tests); repeatable")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     source = "--keys" if args.keys else "LIVEKIT_KEYS"
@@ -77,11 +80,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[cfg.DevConfig, str]:
         # one line, like every voicectl failure; never the value itself (it holds a secret)
         print(f"livekit-dev: bad {source}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    delays: dict[str, float] = {}
+    for item in args.twirp_delay:
+        method, _, seconds = item.partition("=")
+        try:
+            delays[method.strip()] = float(seconds)
+        except ValueError:
+            parser.error(f"--twirp-delay {item!r}: use METHOD=SECONDS")
     config = cfg.DevConfig(
         host=args.bind, port=args.port, keys=keys, state_file=args.state_file,
         availability_timeout=args.availability_timeout, empty_timeout=args.empty_timeout,
         departure_timeout=args.departure_timeout, missing_room_delay=args.missing_room_delay,
         redispatch_on_register=args.redispatch_on_register, target_load=args.target_load,
+        twirp_delays=delays,
     )
     return config, args.log_level
 

@@ -151,6 +151,9 @@ class TwirpAPI:
                              "voicectl dev server")
         request_cls, handler = entry
         payload = _decode(await request.read(), content_type, request_cls)
+        delay = self.server.config.twirp_delays.get(method)
+        if delay:  # dev-only fault injection: a slow server (tests of callers' deadlines)
+            await asyncio.sleep(delay)
         return _encode(await handler(auth, payload), content_type)
 
     def _room(self, name: str):  # noqa: ANN202

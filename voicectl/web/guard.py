@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,3 +107,25 @@ def dispatch_request(body: Any) -> tuple[str, str | None]:
             "(letters, digits and dashes)"
         )
     return room, agent_id
+
+
+def why_request(query: Any) -> tuple[str, float]:
+    """`?room=R&since=T` of GET /api/dispatch-why: a room name, a Unix time of the last day."""
+    room = query.get("room")
+    if not room:
+        raise BadRequest("missing query parameter 'room'")
+    try:
+        check_room(room)
+    except UsageError as exc:
+        raise BadRequest(str(exc)) from None
+    raw = query.get("since")
+    if raw is None:
+        raise BadRequest("missing query parameter 'since'")
+    try:
+        since = float(raw)
+    except ValueError:
+        raise BadRequest(f"invalid since {raw[:40]!r}: Unix seconds expected") from None
+    now = time.time()
+    if not now - 86400 <= since <= now + 60:
+        raise BadRequest(f"invalid since {raw[:40]!r}: not within the last day")
+    return room, since

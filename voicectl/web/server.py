@@ -7,7 +7,11 @@ API (JSON in and out; errors are `{"error": "..."}`):
 * `GET /api/agents` → `{agents: [{id, name, model, created_at}], default_agent_id}`.
 * `POST /api/token` `{room, identity}` → `{token, url, room, identity, expires_at}`.
 * `POST /api/dispatch-agent` `{room, letta_agent_id}` → dispatches AGENT_NAME into the room
-  with job metadata `{"letta_agent_id": ...}` → `{dispatch_id, room, agent_name, metadata}`.
+  with job metadata `{"letta_agent_id": ...}` → `{dispatch_id, room, agent_name, metadata,
+  dispatched_at}`.
+* `GET /api/dispatch-why?room=R&since=T` → why no agent came after the dispatch at T:
+  `{room, agent_name, cause: declined|no_worker|full|start_failed|unknown, why, worker}`
+  (voicectl.dispatch_why; the page asks when no agent joined in time).
 
 Statuses: 400 bad input, 403 foreign Host or Origin, 404 unknown Letta agent, 413 body too
 large, 415 not JSON, 502 LiveKit or Letta failed.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -37,6 +42,7 @@ from voicectl.web.guard import (
     host_allowed,
     origin_allowed,
     token_request,
+    why_request,
 )
 
 log = logging.getLogger("voicectl.web")
@@ -194,17 +200,29 @@ async def dispatch_agent(request: web.Request) -> web.Response:
         if found is None:
             return error(404, f"no Letta agent {agent_id!r} on {settings.letta_server_url}")
     metadata = json.dumps({"letta_agent_id": agent_id}) if agent_id else ""
+    dispatched_at = time.time()
     try:
         result = await livekit_ops.dispatch_async(
             settings, room, settings.agent_name, metadata, False, request.app[LKAPI]
         )
     except VoicectlError as exc:
         return error(502, f"dispatch failed: {exc}")
+    result["dispatched_at"] = dispatched_at
     if warning:
         result["warning"] = warning
     log.info("dispatched %s into %s (letta agent %s): %s", settings.agent_name, room,
              agent_id or "default", result["dispatch_id"])
     return web.json_response(result)
+
+
+async def dispatch_why(request: web.Request) -> web.Response:
+    """Why no agent came to the room after a dispatch: what the worker and its events show."""
+    from voicectl.dispatch_why import explain
+
+    settings = request.app[SETTINGS]
+    room, since = why_request(request.query)
+    found = await asyncio.to_thread(explain, settings, room, settings.agent_name, since)
+    return web.json_response({"room": room, "agent_name": settings.agent_name, **found})
 
 
 def _first_line(exc: BaseException) -> str:
@@ -249,5 +267,6 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> web.Applicat
     app.router.add_get("/api/agents", agents)
     app.router.add_post("/api/token", token)
     app.router.add_post("/api/dispatch-agent", dispatch_agent)
+    app.router.add_get("/api/dispatch-why", dispatch_why)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app

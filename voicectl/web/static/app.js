@@ -494,6 +494,30 @@
     pill.dataset.state = AGENT_STATES.includes(value) ? value : 'none';
   }
 
+  // No agent in the room after AGENT_JOIN_TIMEOUT_MS: ask the server why (no worker under
+  // that name, the worker at full load, the worker declined, or nothing known).
+  const AGENT_JOIN_TIMEOUT_MS = 15000;
+
+  function watchAgentJoin(roomName, d) {
+    const attempt = state.connectedAt; // this connect, not a later one
+    const stale = () => state.agentIdentity || !state.room || state.connectedAt !== attempt;
+    setTimeout(async () => {
+      if (stale()) return;
+      try {
+        const q = `room=${encodeURIComponent(roomName)}&since=${encodeURIComponent(d.dispatched_at)}`;
+        const why = await api(`/api/dispatch-why?${q}`);
+        if (stale()) return;
+        setAgentStatus(`${d.agent_name} did not join: ${why.cause}`);
+        showError('agent did not join', `no agent joined ${roomName} within ` +
+          `${AGENT_JOIN_TIMEOUT_MS / 1000} s: ${why.why}`);
+        activity(`agent did not join (${why.cause}): ${why.why}`);
+      } catch (err) {
+        showError('agent did not join', `no agent joined ${roomName}; the cause is unknown ` +
+          `(${errorText(err)})`);
+      }
+    }, AGENT_JOIN_TIMEOUT_MS);
+  }
+
   function agentJoined(p) {
     state.agentIdentity = p.identity;
     setAgentStatus(`joined: ${p.identity}`, true);
@@ -636,6 +660,7 @@
       const d = await api('/api/dispatch-agent', {room: roomName, letta_agent_id: lettaAgentId});
       $('dispatch-info').textContent = `${d.dispatch_id} (${d.agent_name})`;
       setAgentStatus(`dispatched, waiting for ${d.agent_name} to join`);
+      watchAgentJoin(roomName, d);
       activity(`dispatched ${d.agent_name} (${d.dispatch_id}) with Letta agent ${lettaAgentId || 'default'}`);
       if (d.warning) showError('dispatch warning', d.warning);
     } catch (err) {
