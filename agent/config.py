@@ -20,6 +20,10 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
 LIVEKIT_SERVER_MODES = ("auto", "binary", "embedded")
 
 
+#: TURN_DETECTION values: livekit-agents' own choice, or a fixed mode it takes
+TURN_DETECTION_MODES = ("auto", "vad", "stt")
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message is one line for the user."""
 
@@ -130,6 +134,29 @@ class Settings:
         "only hides the problem: the worker calls itself available while it receives nothing. "
         "The load is the whole machine's CPU (cgroup where one applies): when it stays "
         "high, give the worker more CPU or run it on another machine.",
+    )
+    turn_detection: str = _f(
+        "TURN_DETECTION", "auto",
+        "auto | vad | stt: how the agent decides the caller finished a turn",
+        note="auto lets livekit-agents choose: with its on-device end-of-turn model installed "
+        "(livekit-local-inference, a dependency) it waits 0.3 s after the end of speech when "
+        "the words sound finished and up to 2.5 s when they do not; measured here, a plain "
+        "question was often judged unfinished (2.1 s more than vad, "
+        "tests/benchmarks/bench_room_latency.py). vad ends the turn on the end of speech "
+        "(0.5 s later), never waiting on the words: faster, and it cuts in on a caller who "
+        "pauses mid-sentence. stt ends it on the STT's endpointing.",
+    )
+    endpointing_min_delay: str = _f(
+        "ENDPOINTING_MIN_DELAY_SECONDS", "",
+        "wait after the end of speech before a turn may end (empty: livekit's own)",
+        note="livekit-agents' own: 0.5 s, 0.3 s with its end-of-turn model. Each 0.1 s here is "
+        "0.1 s more silence before every reply; 0 answers as soon as the VAD has heard the "
+        "end of speech and the transcript is in, and cuts in on a caller who pauses.",
+    )
+    endpointing_max_delay: str = _f(
+        "ENDPOINTING_MAX_DELAY_SECONDS", "",
+        "longest wait when the end-of-turn model hears an unfinished turn (empty: livekit's)",
+        note="livekit-agents' own: 3.0 s, 2.5 s with its end-of-turn model (TURN_DETECTION=auto).",
     )
     use_hybrid_streaming: bool = _f(
         "USE_HYBRID_STREAMING", True, "stream replies from the LLM, sync Letta in background"
@@ -250,6 +277,23 @@ class Settings:
             return self.letta_mode == "managed"
         return (urlsplit(self.letta_server_url).hostname or "") in LOOPBACK_HOSTS
 
+    def endpointing_delays(self) -> dict[str, float]:
+        """livekit-agents' `endpointing` options from the two settings (empty: its own)."""
+        out: dict[str, float] = {}
+        for key, attr in (("min_delay", "endpointing_min_delay"),
+                          ("max_delay", "endpointing_max_delay")):
+            raw = getattr(self, attr).strip()
+            if not raw:
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not value >= 0:
+                raise ConfigError(f"{env_name(attr)}={raw!r} is not a number of seconds >= 0")
+            out[key] = value
+        return out
+
     def env_for_children(self) -> dict[str, str]:
         """The effective values as environment variables, for processes we start."""
         out = {}
@@ -351,6 +395,12 @@ def load_settings(
 def _validate(s: Settings) -> None:
     if s.letta_mode not in ("", "managed", "external"):
         raise ConfigError(f"LETTA_MODE={s.letta_mode!r} must be managed or external")
+    if s.turn_detection not in TURN_DETECTION_MODES:
+        raise ConfigError(f"TURN_DETECTION={s.turn_detection!r} must be auto, vad or stt")
+    delays = s.endpointing_delays()  # raises on a bad value
+    if {"min_delay", "max_delay"} <= delays.keys() and delays["min_delay"] > delays["max_delay"]:
+        raise ConfigError("ENDPOINTING_MIN_DELAY_SECONDS must not exceed "
+                          "ENDPOINTING_MAX_DELAY_SECONDS")
     if s.livekit_server not in LIVEKIT_SERVER_MODES:
         raise ConfigError(f"LIVEKIT_SERVER={s.livekit_server!r} must be "
                           f"{', '.join(LIVEKIT_SERVER_MODES[:-1])} or {LIVEKIT_SERVER_MODES[-1]}")

@@ -297,6 +297,10 @@ async def entrypoint(ctx: JobContext) -> None:
         if vad is None:
             # without VAD, turns end on the STT's endpointing
             session_kwargs["turn_handling"] = {"turn_detection": "stt"}
+        elif settings.turn_detection != "auto":
+            session_kwargs["turn_handling"] = {"turn_detection": settings.turn_detection}
+        if delays := settings.endpointing_delays():
+            session_kwargs.setdefault("turn_handling", {})["endpointing"] = delays
         session = AgentSession(
             stt=build_stt(settings),
             tts=build_tts(settings),
@@ -307,7 +311,9 @@ async def entrypoint(ctx: JobContext) -> None:
         metrics.attach_session_metrics(session, settings)
         brain = Brain(runtime)
         await session.start(VoiceAgent(brain), room=ctx.room)
-        phase("session_started", mode=brain.mode, vad=vad is not None)
+        phase("session_started", mode=brain.mode, vad=vad is not None,
+              turn_detection=session_kwargs.get("turn_handling", {}).get("turn_detection",
+                                                                          "auto"))
         emit("session", state="started", reason="job", room=room, mode=brain.mode)
 
         ended: list[str] = []
