@@ -34,6 +34,11 @@ def _one_line_error(res, code: int) -> str:
         (["status"], {"LETTA_MODE": "cloudy"}, "LETTA_MODE"),
         (["status"], {"LIVEKIT_SERVER": "docker"}, "LIVEKIT_SERVER='docker' must be auto, "
          "binary or embedded"),
+        (["status"], {"TURN_DETECTION": "semantic"}, "must be auto, vad or stt"),
+        (["status"], {"ENDPOINTING_MIN_DELAY_SECONDS": "-1"}, "not a number of seconds"),
+        (["status"], {"ENDPOINTING_MAX_DELAY_SECONDS": "soon"}, "not a number of seconds"),
+        (["status"], {"ENDPOINTING_MIN_DELAY_SECONDS": "3", "ENDPOINTING_MAX_DELAY_SECONDS": "1"},
+         "must not exceed"),
         (["--env-file", "missing.env", "status"], {}, "no such file"),
         (["up", "livekit"], {"VOICECTL_LIVEKIT_CMD": "'unclosed"}, "cannot be split"),
     ],
@@ -77,6 +82,14 @@ def test_config_shows_sources_and_masks_secrets(project):
     assert rows["LIVEKIT_URL"]["source"] == "default"
     human = project.run("config", env={"AGENT_NAME": "other-agent"}).stdout
     assert secret not in human and "other-agent" in human
+
+
+def test_config_explains_what_the_turn_settings_cost(project):
+    rows = {r["name"]: r for r in json.loads(project.run("config", "--json").stdout)}
+    assert rows["TURN_DETECTION"]["value"] == "auto"
+    assert "up to 2.5 s" in rows["TURN_DETECTION"]["note"]
+    assert rows["ENDPOINTING_MIN_DELAY_SECONDS"]["value"] == ""  # livekit-agents' own
+    assert "0.1 s more silence before every reply" in rows["ENDPOINTING_MIN_DELAY_SECONDS"]["note"]
 
 
 def test_config_explains_the_load_threshold(project):
