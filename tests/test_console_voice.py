@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import browser_missing, run_browser, skip_or_fail
+from tests.browser_support import browser_missing, fail_missing, run_browser
 from tests.cli_project import (
     Project,
     processes_matching,
@@ -56,9 +56,9 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole stack in local mode, started by the real `voicectl up` on free ports."""
     if (reason := browser_missing()) or (missing := missing_local()):
-        skip_or_fail(reason or f"local extra missing: pip install -e '.[local]' ({missing})")
+        fail_missing(reason or f"local extra missing: pip install -e '.[local]' ({missing})")
     if not shutil.which("espeak-ng"):
-        skip_or_fail("espeak-ng missing: run scripts/install_test_deps.sh")
+        fail_missing("espeak-ng missing: run scripts/install_test_deps.sh")
     root = tmp_path_factory.mktemp("console-voice")
     project = voice_project(root)
     settings = project_settings(project)

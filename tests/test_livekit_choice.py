@@ -9,7 +9,6 @@ LIVEKIT_API_SECRET).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -189,8 +188,6 @@ def test_embedded_spec_passes_keys_in_env_not_argv(tmp_path):
     assert spec.ports == [port]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("voicectl.livekit_dev") is None,
-                    reason="the embedded LiveKit dev server is not in this tree yet")
 def test_up_runs_the_embedded_server_with_keys_in_its_environment(project):
     res = project.run("up", "livekit", check=True, timeout=120, env={"COLUMNS": "300"})
     assert "livekit: embedded dev server (no livekit-server binary found)" in res.stderr

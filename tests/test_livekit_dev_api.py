@@ -628,6 +628,19 @@ async def test_full_worker_is_not_offered_jobs(lk: DevLiveKit, workers: list[Raw
     assert worker.inbox.empty()
 
 
+async def next_worker_takes_it(dev: DevLiveKit, other: RawWorker, job, first: RawWorker,
+                               first_outcome: str) -> None:
+    """The job, given up by `first`, is offered to `other`, which accepts it."""
+    offered = (await other.recv(timeout=5)).availability.job
+    assert offered.id == job.id
+    await other.answer(offered, available=True)
+    assert (await other.recv()).assignment.job.id == job.id
+    assert job_by_id(dev.state(), job.id)["attempts"] == [
+        {"worker_id": first.worker_id, "outcome": first_outcome},
+        {"worker_id": other.worker_id, "outcome": "accepted"},
+    ]
+
+
 async def test_unanswered_offer_goes_to_the_next_worker(
     quick: DevLiveKit, workers: list[RawWorker]
 ) -> None:
@@ -636,16 +649,7 @@ async def test_unanswered_offer_goes_to_the_next_worker(
     b, _ = await new_worker(quick, workers, name)
     await dispatch(quick, room_name(), name)
     silent, job = await first_offer(a, b)  # it never answers
-    other = b if silent is a else a
-    offered = (await other.recv(timeout=5)).availability.job
-    assert offered.id == job.id
-    await other.answer(offered, available=True)
-    assert (await other.recv()).assignment.job.id == job.id
-    record = job_by_id(quick.state(), job.id)
-    assert record["attempts"] == [
-        {"worker_id": silent.worker_id, "outcome": "timeout"},
-        {"worker_id": other.worker_id, "outcome": "accepted"},
-    ]
+    await next_worker_takes_it(quick, b if silent is a else a, job, silent, "timeout")
 
 
 async def test_unanswered_offer_to_the_only_worker_times_out(
@@ -667,18 +671,9 @@ async def test_worker_that_disconnects_mid_offer_is_skipped(
     b, _ = await new_worker(lk, workers, name)
     await dispatch(lk, room_name(), name)
     leaving, job = await first_offer(a, b)
-    other = b if leaving is a else a
     await leaving.close()
     workers.remove(leaving)
-    offered = (await other.recv()).availability.job  # well before the 2.8 s deadline
-    assert offered.id == job.id
-    await other.answer(offered, available=True)
-    assert (await other.recv()).assignment.job.id == job.id
-    record = job_by_id(lk.state(), job.id)
-    assert record["attempts"] == [
-        {"worker_id": leaving.worker_id, "outcome": "failed"},
-        {"worker_id": other.worker_id, "outcome": "accepted"},
-    ]
+    await next_worker_takes_it(lk, b if leaving is a else a, job, leaving, "failed")
 
 
 async def test_dispatch_without_worker_is_dropped_like_the_real_server(

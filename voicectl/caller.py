@@ -140,6 +140,7 @@ class Caller:
         self._heard_by_agent: set[str] = set()  # microphone sids the agent subscribed to
         self._chunks: list[tuple[float, np.ndarray]] = []
         self._texts: list[tuple[float, bool, str]] = []  # (arrived, of the caller?, text)
+        self._states: list[tuple[float, str]] = []  # (arrived, the agent's lk.agent.state)
         self._changed = asyncio.Event()  # any agent, track, state or transcript news
         self._asking = False  # a question, not the silence, has the microphone
         self._mic = asyncio.Lock()  # one capture at a time: the SDK refuses overlapping ones
@@ -250,12 +251,8 @@ class Caller:
 
     # ------------------------------------------------------------------ what happens
 
-    _states: list[tuple[float, str]]
-
     def _wire(self, room: rtc.Room) -> None:
         from livekit import rtc
-
-        self._states = []
 
         @room.on("track_subscribed")
         def on_track(track: rtc.Track, _pub: object, participant: rtc.RemoteParticipant) -> None:

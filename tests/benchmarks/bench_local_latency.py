@@ -28,7 +28,7 @@ from tests.local_support import (
     LLM_HOME,
     free_port,
     local_env,
-    missing_local,
+    local_unavailable,
     speech_source,
     speech_wav,
     start_server,
@@ -61,10 +61,8 @@ async def measure(settings, pcm, runs: int) -> tuple[dict, list[dict], dict]:
 
 
 def main() -> int:
-    missing = missing_local()
-    if missing or speech_source() is None:
-        why = f"missing {', '.join(missing)}" if missing else "no espeak-ng / piper"
-        print(f"skipped: local mode not installed ({why}): pip install -e '.[local,piper]'")
+    if (why := local_unavailable()) is not None:
+        print(f"skipped: {why}")
         return 0
     os.environ["HF_HUB_OFFLINE"] = "1"
     from agent.config import load_settings

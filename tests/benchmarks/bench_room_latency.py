@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.benchmarks.common import median, percentile
-from tests.local_support import missing_local, speech_source, speech_wav, words
+from tests.local_support import local_unavailable, speech_wav, words
 
 TURNS = 10
 QUESTION = "Can you remind me to call my mother tomorrow morning?"
@@ -150,10 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_room_latency")
     parser.add_argument("--turns", type=int, default=TURNS)
     args = parser.parse_args(argv)
-    missing = missing_local()
-    if missing or speech_source() is None:
-        why = f"missing {', '.join(missing)}" if missing else "no espeak-ng / piper"
-        print(f"skipped: local mode not installed ({why}): pip install -e '.[local,piper]'")
+    if (why := local_unavailable()) is not None:
+        print(f"skipped: {why}")
         return 0
     os.environ["HF_HUB_OFFLINE"] = "1"
     from agent.local.voice_turn import read_wav

@@ -61,6 +61,8 @@ class Participant:
     version: int = 0
     tracks: dict[str, TrackPub] = field(default_factory=dict)
     pending: dict[str, TrackPub] = field(default_factory=dict)  # by cid
+    #: media whose AddTrackRequest has not come yet (by cid): published when it does
+    orphans: dict[str, Any] = field(default_factory=dict)
     signal: SignalConnection | None = None
     publisher: PublisherPeer | None = None
     subscriber: SubscriberPeer | None = None

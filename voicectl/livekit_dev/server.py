@@ -192,7 +192,7 @@ class DevServer:
     # ------------------------------------------------------------------ joining and leaving
 
     async def join(self, auth: Auth, conn: SignalConnection, *, auto_subscribe: bool,
-                   protocol: int, sdk: str) -> Participant | None:
+                   client_protocol: int, sdk: str) -> Participant | None:
         """Add a participant, send its JoinResponse and first subscriber offer."""
         claims, video = auth.claims, auth.video
         assert video is not None
@@ -217,7 +217,7 @@ class DevServer:
                 can_publish_data=video.can_publish_data, hidden=bool(video.hidden),
                 can_update_metadata=bool(video.can_update_own_metadata), agent=bool(video.agent),
             ),
-            auto_subscribe=auto_subscribe, client_protocol=protocol, sdk=sdk,
+            auto_subscribe=auto_subscribe, client_protocol=client_protocol, sdk=sdk,
             state=models_pb.ParticipantInfo.JOINED,
         )  # fmt: skip
         p.signal = conn
@@ -346,7 +346,7 @@ class DevServer:
                  p.identity, info.sid, req.cid)
         await p.signal.send(rtc_pb.SignalResponse(  # type: ignore[union-attr]
             track_published=rtc_pb.TrackPublishedResponse(cid=req.cid, track=info)))
-        orphan = p.__dict__.pop("_orphan_tracks", {}).get(req.cid)
+        orphan = p.orphans.pop(req.cid, None)
         if orphan is not None:
             await self._publish(self.rooms.get(p.room_name), p, pub, orphan)
 
@@ -357,7 +357,7 @@ class DevServer:
         if pub is None:  # the offer came before its AddTrackRequest
             log.info("media before its AddTrackRequest room=%s identity=%s cid=%s",
                      room.name, p.identity, track.id)
-            p.__dict__.setdefault("_orphan_tracks", {})[track.id] = track
+            p.orphans[track.id] = track
             return
         await self._publish(room, p, pub, track)
 

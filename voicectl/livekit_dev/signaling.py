@@ -124,7 +124,7 @@ class Signaling:
             auto_subscribe=_flag(query.get("auto_subscribe"), True),
             # `protocol` is the signal protocol (16-18); `client_protocol` (JS: 2) the one agents
             # read from ParticipantInfo to choose how to send transcriptions
-            protocol=_int(query.get("client_protocol")),
+            client_protocol=_int(query.get("client_protocol")),
             sdk=f"{query.get('sdk', '')} {query.get('version', '')}".strip(),
         )
         if participant is None:

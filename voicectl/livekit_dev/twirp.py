@@ -162,6 +162,12 @@ class TwirpAPI:
             raise TwirpError("not_found", ROOM_NOT_FOUND)
         return room
 
+    def _participant(self, req: room_pb.RoomParticipantIdentity):  # noqa: ANN202
+        participant = self._room(req.room).participants.get(req.identity)
+        if participant is None or not participant.active:
+            raise TwirpError("not_found", "participant does not exist")
+        return participant
+
     async def _dispatch_room(self, name: str):  # noqa: ANN202
         """Dispatch calls reach the room's node over psrpc: a missing room is no answer."""
         room = self.server.rooms.get(name)
@@ -203,18 +209,13 @@ class TwirpAPI:
         self, auth: Auth | None, req: room_pb.RoomParticipantIdentity
     ) -> Message:
         require_admin(auth, req.room)
-        participant = self._room(req.room).participants.get(req.identity)
-        if participant is None or not participant.active:
-            raise TwirpError("not_found", "participant does not exist")
-        return participant.info()
+        return self._participant(req).info()
 
     async def remove_participant(
         self, auth: Auth | None, req: room_pb.RoomParticipantIdentity
     ) -> Message:
         require_admin(auth, req.room)
-        participant = self._room(req.room).participants.get(req.identity)
-        if participant is None or not participant.active:
-            raise TwirpError("not_found", "participant does not exist")
+        participant = self._participant(req)
         await self.server.disconnect(participant, models_pb.DisconnectReason.PARTICIPANT_REMOVED)
         return room_pb.RemoveParticipantResponse()
 
