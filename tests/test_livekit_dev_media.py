@@ -299,3 +299,36 @@ async def test_a_video_track_is_refused_with_a_reason(lk: DevLiveKit) -> None:
         assert listed["participants"][0]["tracks"] == []
     finally:
         await leave(alice)
+
+
+def test_the_relay_forwards_each_opus_packet_as_it_arrives() -> None:
+    """No decoding, no re-encoding, no holding back: what the audio test above hears went
+    through these two pieces (the server installs them for every receiver)."""
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    from aiortc.rtp import RtpPacket
+
+    from voicectl.livekit_dev.media import (
+        OPUS_TIME_BASE,
+        OpusForward,
+        PacketPerFrame,
+        _forwarding_decoder,
+    )
+
+    buffer = PacketPerFrame()
+    frames = []
+    for seq, payload in enumerate((b"\x78first", b"\x78second")):
+        packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=960 * seq)
+        packet._data = payload  # type: ignore[attr-defined] - as aiortc's receiver sets it
+        _, frame = buffer.add(packet)
+        assert frame is not None, "a frame waited for the next packet"
+        frames.append(frame)
+    empty = RtpPacket(payload_type=111, sequence_number=2, timestamp=1920)
+    empty._data = b""  # type: ignore[attr-defined] - padding only: nothing to forward
+    assert buffer.add(empty) == (False, None)
+
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    decoder = _forwarding_decoder(opus)
+    assert isinstance(decoder, OpusForward)
+    [packet] = decoder.decode(frames[1])
+    assert bytes(packet) == b"\x78second" and packet.pts == 960
+    assert packet.time_base == OPUS_TIME_BASE

@@ -27,6 +27,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import rtc as rtc_pb
 
+from voicectl.livekit_dev.media import forward_each_packet
+
 log = logging.getLogger("livekit-dev.peers")
 
 SendSignal = Callable[[rtc_pb.SignalResponse], Awaitable[None]]
@@ -97,27 +99,6 @@ class _Peer:
             await self.pc.close()
 
 
-#: audio frames aiortc's receiver holds back before decoding (its default is 4, 80 ms)
-AUDIO_PREFETCH_FRAMES = 1
-
-
-def shorten_jitter_buffer(pc: RTCPeerConnection) -> None:
-    """Hold one frame, not four, before decoding received audio.
-
-    aiortc's audio jitter buffer waits for 4 later frames (80 ms) to absorb network jitter;
-    on one machine there is none to absorb, and each frame held is 20 ms of the caller's
-    wait. aiortc has no setting for it, so the receiver's buffer is replaced.
-    """
-    from aiortc.jitterbuffer import JitterBuffer
-
-    for transceiver in pc.getTransceivers():
-        receiver = transceiver.receiver
-        if transceiver.kind == "audio" and not getattr(receiver, "_voicectl_short", False):
-            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-                capacity=16, prefetch=AUDIO_PREFETCH_FRAMES)
-            receiver._voicectl_short = True  # type: ignore[attr-defined]
-
-
 class PublisherPeer(_Peer):
     """The client's publishing connection: its offers, our answers, its tracks and channels."""
 
@@ -130,7 +111,7 @@ class PublisherPeer(_Peer):
     async def on_offer(self, offer: rtc_pb.SessionDescription) -> None:
         async with self._lock:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, offer.type))
-            shorten_jitter_buffer(self.pc)
+            forward_each_packet(self.pc)
             await self._flush_candidates()
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             local = self.pc.localDescription

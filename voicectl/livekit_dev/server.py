@@ -30,7 +30,7 @@ from voicectl.livekit_dev.config import (
 from voicectl.livekit_dev.data import DataRouter
 from voicectl.livekit_dev.dispatch import Dispatcher
 from voicectl.livekit_dev.ids import new_id
-from voicectl.livekit_dev.media import AudioFanout
+from voicectl.livekit_dev.media import AudioFanout, forward_opus
 from voicectl.livekit_dev.participant import KINDS, Participant, TrackPub
 from voicectl.livekit_dev.peers import PublisherPeer, SubscriberPeer
 from voicectl.livekit_dev.rooms import Room, RoomRegistry
@@ -48,6 +48,7 @@ class DevServer:
 
     def __init__(self, config: DevConfig) -> None:
         self.config = config
+        forward_opus()  # relay Opus packets as received, as an SFU does
         self.node_id = new_id("ND_")
         self.started_at = time.time()
         self.rooms = RoomRegistry(config.empty_timeout, config.departure_timeout,
