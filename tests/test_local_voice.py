@@ -327,6 +327,9 @@ def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
                                   "tts_first_audio_ms")]
     assert all(v > 0 for v in stages)
     assert math.isclose(report["total_ms"], sum(stages), abs_tol=1.0)
+    # what talk measures in a room, on the same samples: the last voiced sample of the question
+    # to the first audible reply; it holds all the work done after the end of speech
+    assert report["v2v_ms"] > report["total_ms"] - report["end_of_speech_ms"]
     with wave.open(str(wav_out), "rb") as w:
         assert w.getnchannels() == 1 and w.getsampwidth() == 2
         pcm = w.readframes(w.getnframes())
@@ -339,7 +342,8 @@ def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
     text = io.StringIO()
     assert run_say(s, wav_in, None, False, stdout=text, stderr=err) == 0
     printed = text.getvalue()
-    for label in ("end of speech", "transcript", "LLM first token", "TTS first audio", "total"):
+    for label in ("end of speech", "transcript", "LLM first token", "TTS first audio", "total",
+                  "voice to voice"):
         assert label in printed
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.config import Settings
+from agent.voice_measure import first_sound_offset, voiced_end
 from voicectl.errors import VoicectlError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,10 +31,6 @@ MIC_RATE = 16000
 #: what the caller's side receives and records
 RX_RATE = 48000
 FRAME_S = 0.01
-#: |sample| above which the caller's own recording counts as voiced
-VOICED_PEAK = 500
-#: RMS of a 10 ms received chunk above which the agent's audio counts as sound
-SOUND_RMS = 200.0
 TRANSCRIPTION_TOPIC = "lk.transcription"
 ATTR_TRACK = "lk.transcribed_track_id"
 ATTR_FINAL = "lk.transcription_final"
@@ -87,25 +84,15 @@ class CallResult:
         }  # fmt: skip
 
 
-def voiced_end(pcm: np.ndarray, rate: int) -> float:
-    """Seconds into the recording of its last voiced sample (ValueError when silent)."""
-    voiced = np.nonzero(np.abs(pcm.astype(np.int32)) > VOICED_PEAK)[0]
-    if not len(voiced):
-        raise ValueError("the recording is silent: nothing to say")
-    return (int(voiced[-1]) + 1) / rate
-
-
 def first_sound(chunks: list[tuple[float, np.ndarray]], after: float) -> float | None:
     """Wall time of the first received 10 ms that is sound, among chunks arriving after."""
-    step = int(RX_RATE * FRAME_S)
     for arrived, samples in chunks:
         if arrived < after:
             continue
-        for i in range(0, len(samples), step):
-            part = samples[i:i + step].astype(np.float64)
-            if len(part) and float(np.sqrt(np.mean(part**2))) > SOUND_RMS:
-                # the chunk's samples played out up to its arrival: place sample i in it
-                return arrived - (len(samples) - i) / RX_RATE
+        offset = first_sound_offset(samples, RX_RATE)
+        if offset is not None:
+            # the chunk's samples played out up to its arrival: place the sound in it
+            return arrived - len(samples) / RX_RATE + offset
     return None
 
 

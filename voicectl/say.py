@@ -24,6 +24,8 @@ STAGE_LABELS = (
     ("llm_ttft", "LLM first token"),
     ("tts_first_audio", "TTS first audio"),
 )
+#: the figure `voicectl talk` gives through a room, measured on the same samples
+V2V_LABEL = "voice to voice (first audible reply)"
 
 
 def _llm_reachable(settings: Settings) -> str | None:
@@ -57,10 +59,12 @@ def render(report: Any, load_ms: dict[str, float], wav_in: Path, wav_out: Path |
     fallback = " (fallback)" if report.fallback else ""
     out.write(f"agent     {report.reply!r}  [{report.path}{fallback}]\n\n")
     stages = report.stages()
-    width = max(len(label) for _, label in STAGE_LABELS) + 2
+    width = len(V2V_LABEL) + 2
     for key, label in STAGE_LABELS:
         out.write(f"  {label:<{width}}{stages[key]:>7.0f} ms\n")
     out.write(f"  {'total (to first audio)':<{width}}{report.total_ms:>7.0f} ms\n")
+    if report.v2v_ms is not None:
+        out.write(f"  {V2V_LABEL:<{width}}{report.v2v_ms:>7.0f} ms\n")
     dominant = max(STAGE_LABELS, key=lambda kv: stages[kv[0]])[1]
     out.write(f"\n  slowest stage: {dominant}; whole reply generated in "
               f"{report.llm_reply_ms:.0f} ms after the transcript\n")

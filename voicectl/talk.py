@@ -77,7 +77,8 @@ def run_talk(settings: Settings, room: str | None, wav_in: Path, wav_out: Path |
         return code
 
     from agent.local.voice_turn import read_wav, write_wav
-    from voicectl.caller import RX_RATE, CallError, call_once, new_room_name, voiced_end
+    from agent.voice_measure import voiced_end
+    from voicectl.caller import RX_RATE, CallError, call_once, new_room_name
     from voicectl.livekit_ops import check_room
 
     wav_in = Path(wav_in)

@@ -14,6 +14,10 @@ Stage times (first-audio latency), each from the end of the previous stage:
 - tts_first_audio: → the first audio frame (waits for the first sentence, then synthesizes)
 - total: the user stops talking → the first audio frame (the sum)
 
+And `v2v_ms`, what `voicectl talk` measures in a room, on the same samples
+(agent.voice_measure): the last voiced sample of the recording → the first audible 10 ms of
+the reply, played from its first frame.
+
 With `realtime=True` audio is fed at the pace it was recorded, so the clock is the wall
 clock of a live conversation; otherwise as fast as the VAD takes it (end_of_speech is then
 the VAD's silence wait in audio time).
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.config import Settings
+from agent.voice_measure import first_sound_offset, voiced_end
 
 if TYPE_CHECKING:  # pragma: no cover
     from livekit import rtc
@@ -65,6 +70,7 @@ class TurnReport:
     reply_audio_s: float = 0.0
     llm_reply_ms: float = 0.0
     tts_synth_ms: float | None = None
+    v2v_ms: float | None = None
     brain_ttft_ms: float | None = None
     path: str = ""
     fallback: bool = False
@@ -243,10 +249,12 @@ class VoiceLoop:
 
     # -- one turn
 
-    async def _segment(self, pcm: np.ndarray, realtime: bool) -> tuple[Any, float, float]:
+    async def _segment(self, pcm: np.ndarray, realtime: bool
+                       ) -> tuple[Any, float, float, float]:
         """Feed audio to the VAD until it ends the first utterance.
 
-        Returns (the END_OF_SPEECH event, its perf_counter time, the end-of-speech delay ms).
+        Returns (the END_OF_SPEECH event, its perf_counter time, the end-of-speech delay ms,
+        ms from the last voiced sample to that event).
         """
         from livekit import rtc
         from livekit.agents.vad import VADEventType
@@ -255,6 +263,10 @@ class VoiceLoop:
         step = SAMPLE_RATE * FRAME_MS // 1000
         silence = np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), dtype=np.int16)
         audio = np.concatenate([pcm, silence])
+        try:
+            voiced_index = round(voiced_end(pcm, SAMPLE_RATE) * SAMPLE_RATE)
+        except ValueError:
+            raise TurnError("no speech found in the recording") from None
         stream = self.vad.stream()
         pushed_at: dict[int, float] = {}  # sample index (end of frame) -> wall time pushed
 
@@ -279,14 +291,19 @@ class VoiceLoop:
                 if event.type != VADEventType.END_OF_SPEECH:
                     continue
                 now = time.perf_counter()
+                end_index = event.samples_index - int(event.silence_duration * SAMPLE_RATE)
                 if realtime:
-                    end_index = event.samples_index - int(event.silence_duration * SAMPLE_RATE)
-                    frame_end = min((k for k in pushed_at if k >= end_index), default=None)
-                    started = pushed_at.get(frame_end, now) if frame_end else now
-                    delay_ms = (now - started) * 1000
+                    def pushed(index: int, now: float = now) -> float:
+                        """When the frame holding sample `index` was fed."""
+                        frame_end = min((k for k in pushed_at if k >= index), default=None)
+                        return pushed_at.get(frame_end, now) if frame_end else now
+
+                    delay_ms = (now - pushed(end_index)) * 1000
+                    after_voice_ms = (now - pushed(voiced_index)) * 1000
                 else:
                     delay_ms = (event.silence_duration + event.inference_duration) * 1000
-                return event, now, delay_ms
+                    after_voice_ms = delay_ms + (end_index - voiced_index) / SAMPLE_RATE * 1000
+                return event, now, delay_ms, after_voice_ms
         finally:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -300,7 +317,7 @@ class VoiceLoop:
         from livekit.agents import tts as lk_tts
 
         assert self.stt is not None and self.tts is not None and self.session is not None
-        event, t_eos, eos_ms = await self._segment(pcm, realtime)
+        event, t_eos, eos_ms, eos_after_voice_ms = await self._segment(pcm, realtime)
         speech_s = event.speech_duration
 
         result = await self.stt.recognize(buffer=utils.merge_frames(event.frames))
@@ -363,6 +380,7 @@ class VoiceLoop:
         turn = self.brain.last_turn if self.brain is not None else None
         pcm_out = b"".join(bytes(f.data) for f in frames)
         rate = frames[0].sample_rate if frames else self.tts.sample_rate
+        lead = first_sound_offset(np.frombuffer(pcm_out, dtype=np.int16), rate)
 
         def ms(a: float, b: float) -> float:
             return round((b - a) * 1000, 1)
@@ -379,6 +397,8 @@ class VoiceLoop:
             reply_audio_s=round(len(pcm_out) / 2 / rate, 2),
             llm_reply_ms=ms(t_text, t_reply),
             tts_synth_ms=round(synth_ttfb[0] * 1000, 1) if synth_ttfb else None,
+            v2v_ms=None if lead is None else round(
+                eos_after_voice_ms + (first_audio[0] - t_eos + lead) * 1000, 1),
             brain_ttft_ms=turn.ms(turn.first_at) if turn is not None else None,
             path=turn.path if turn is not None else "",
             fallback=bool(turn.fallback) if turn is not None else False,
