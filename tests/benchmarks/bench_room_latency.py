@@ -2,24 +2,29 @@
 
 One local-mode stack (`voicectl up`: the embedded LiveKit dev server, the real worker, the
 llama.cpp `llm` service) answers the same spoken question TURNS times, after a warm-up turn,
-two ways in one run:
+with the same prompt every time (HYBRID_HISTORY_MESSAGES=1), measured on the same samples
+(agent.voice_measure): from the last voiced sample of the question to the first audible 10 ms
+of the reply.
 
 - room: a caller (`voicectl.caller`, what `voicectl talk` runs) speaks it into a room at
-  real-time pace; v2v = the last voiced sample sent → the first non-silent reply sample
-  received, on the caller's clock. Three times: with the defaults (TURN_DETECTION=auto:
-  livekit-agents' on-device end-of-turn model, which waits up to 2.5 s when the words sound
-  unfinished), with TURN_DETECTION=vad (the end of speech plus livekit's 0.5 s endpointing
-  wait), and with `say`'s own policy (vad, ENDPOINTING_MIN_DELAY_SECONDS=0: the turn ends
-  when the VAD has heard the end of speech, as in `say`) — the like-for-like figure the
-  target is judged on;
+  real-time pace; the reply is timed where the caller receives it. Three times: with the
+  defaults (TURN_DETECTION=auto: livekit-agents' on-device end-of-turn model, which waits up
+  to 2.5 s when the words sound unfinished), with TURN_DETECTION=vad (the end of speech plus
+  livekit's 0.5 s endpointing wait), and with `say`'s own policy (vad,
+  ENDPOINTING_MIN_DELAY_SECONDS=0: the turn ends when the VAD has heard the end of speech, as
+  in `say`): the like-for-like figure the target is judged on;
 - say: `voicectl say`'s loop (agent.local.voice_turn) on the same recording, same models,
-  same `llm` service; total = the end of speech → the first reply audio frame.
+  same `llm` service, its reply timed as if played from its first frame;
+- say during a call: the same, while another process holds a silent call with the agent in a
+  room (its microphone, the relay and the agent's listening all running): what carrying a
+  call costs the turn's computing on this machine's cores, with no transport in the turn.
 
-The transport's share is measured apart in the same run: tone onsets sent by one rtc client
-and received by another through the same server (one way, Opus encode, the server's decode
-and re-encode, both jitter buffers), counted twice (question in, reply out). What is left of
-the difference is the agent session's own (RoomIO, its STT adapter). Target: the room, with
-`say`'s turn policy, adds at most 200 ms median over `say`.
+The transport is measured apart in the same run: tone onsets sent by one rtc client and
+received by another through the same server (one way: Opus, the relay, both jitter buffers),
+counted twice (question in, reply out). The room's extra time is then split into transport,
+the call's load on the CPU (say during a call - say) and what is left: the agent session's own
+turn handling (RoomIO, its STT adapter). Target: the room, with `say`'s turn policy, adds at
+most 200 ms median over `say`.
 
 Run: python -m tests.benchmarks.bench_room_latency [--turns N]
 """
@@ -28,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +55,7 @@ ONSETS = 10
 
 async def room_turns(settings, pcm: np.ndarray, turns: int,
                      room: str) -> tuple[list[dict], str]:
+    """The caller's exchanges (after a warm-up one) and the agent's identity."""
     from voicectl.caller import Caller
 
     out = []
@@ -64,15 +72,55 @@ async def room_turns(settings, pcm: np.ndarray, turns: int,
 
 
 async def say_turns(settings, pcm: np.ndarray, turns: int) -> list[dict]:
+    """`say`'s reports, one conversation, as the room has (after a warm-up turn)."""
     from agent.local.voice_turn import VoiceLoop
 
     out = []
     async with VoiceLoop(settings) as loop:
         await loop.turn(pcm, realtime=True)  # warm-up
         for _ in range(turns):
-            await loop.new_conversation()
             out.append((await loop.turn(pcm, realtime=True)).to_json())
     return out
+
+
+def hold_call(proj, room: str) -> subprocess.Popen:
+    """Another process in a silent call with the agent (until terminated); returns when
+    the agent listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.benchmarks.bench_room_latency", "--hold-call", room,
+         "--env-file", str(proj.root / ".env")],
+        env={**os.environ, **proj.env}, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening"):
+        proc.kill()
+        raise RuntimeError(f"the held call did not start: {line!r}")
+    return proc
+
+
+async def _hold(env_file: str, room: str) -> None:
+    from agent.config import load_settings
+    from voicectl.caller import Caller
+
+    settings = load_settings(env_file=Path(env_file))
+    async with Caller(settings, room, agent_name=settings.agent_name,
+                      join_timeout=120) as caller:
+        await caller.summon()
+        print("listening", flush=True)
+        await asyncio.Event().wait()
+
+
+def cpu_percent(pid: int, seconds: float) -> float:
+    """Share of one core a process (and its children) used over `seconds`."""
+    import psutil
+
+    def total() -> float:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+
+    before = total()
+    time.sleep(seconds)
+    return (total() - before) / seconds * 100
 
 
 async def transport_onsets(settings, count: int) -> list[float]:
@@ -142,14 +190,19 @@ def reconfigure(proj, line: str) -> None:
 
 
 def row(label: str, values: list[float]) -> str:
-    return (f"{label:<44}{median(values):>8.0f}{percentile(values, 95):>8.0f}"
+    return (f"{label:<48}{median(values):>8.0f}{percentile(values, 95):>8.0f}"
             f"{min(values):>8.0f}{max(values):>8.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_room_latency")
     parser.add_argument("--turns", type=int, default=TURNS)
+    parser.add_argument("--hold-call", metavar="ROOM", help=argparse.SUPPRESS)
+    parser.add_argument("--env-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.hold_call:
+        asyncio.run(_hold(args.env_file, args.hold_call))
+        return 0
     if (why := local_unavailable()) is not None:
         print(f"skipped: {why}")
         return 0
@@ -158,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     from tests.voice_support import VOICE_SERVICES, project_settings, voice_project
 
     root = Path(tempfile.mkdtemp(prefix="bench-room-"))
-    proj = voice_project(root)
+    # every turn's prompt is the system prompt and this question, in the room and in say:
+    # a growing history of the small model's replies (of random length) would time the
+    # prompt, not the room
+    proj = voice_project(root, HYBRID_HISTORY_MESSAGES="1")
     try:
         up = proj.run("up", *VOICE_SERVICES, timeout=300)
         if up.returncode != 0:
@@ -174,7 +230,24 @@ def main(argv: list[str] | None = None) -> int:
         reconfigure(proj, "ENDPOINTING_MIN_DELAY_SECONDS=0")
         room, _ = asyncio.run(room_turns(settings, pcm, args.turns, "bench-say-policy"))
         say = asyncio.run(say_turns(settings, pcm, args.turns))
+        call = hold_call(proj, "bench-held-call")
+        try:
+            server_pid = next(s["pid"] for s in json.loads(proj.run("status", "--json").stdout)
+                              if s["name"] == "livekit")
+            relay_cpu = cpu_percent(server_pid, 5.0)
+            loaded = asyncio.run(say_turns(settings, pcm, args.turns))
+        finally:
+            call.terminate()
+            call.wait(10)
         load_after = os.getloadavg()[0]
+    except Exception:
+        for service in ("agent", "livekit"):
+            log = root / ".voicectl" / "logs" / f"{service}.log"
+            if log.exists():
+                print(f"--- the last lines of {service}.log", file=sys.stderr)
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]),
+                      file=sys.stderr)
+        raise
     finally:
         proj.run("down", timeout=120)
         shutil.rmtree(root, ignore_errors=True)
@@ -183,36 +256,39 @@ def main(argv: list[str] | None = None) -> int:
     v2v_auto = [r["v2v_ms"] for r in auto]
     v2v_vad = [r["v2v_ms"] for r in vad]
     heard = [r["heard_ms"] for r in room if r["heard_ms"] is not None]
-    total = [r["total_ms"] for r in say]
-    said = [r["end_of_speech_ms"] + r["transcript_ms"] for r in say]
+    said = [r["v2v_ms"] for r in say]
+    said_loaded = [r["v2v_ms"] for r in loaded]
+    transcript = [r["end_of_speech_ms"] + r["transcript_ms"] for r in say]
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.2f} → {load_after:.2f}")
     print(f"question: {QUESTION!r} ({len(pcm) / 16000:.2f} s); {args.turns} turns each after "
-          f"a warm-up; agent {agent}")
+          f"a warm-up, the same prompt each time; agent {agent}")
     counts = "/".join(f"{sum(words(r['heard']) == words(QUESTION) for r in series)}"
                       for series in (room, vad, auto))
     print(f"room: heard exactly in {counts} of {len(room)} turns (say's policy/vad/auto); "
           f"e.g. reply {room[-1]['reply']!r}")
     print(f"say:  heard exactly in {sum(words(r['transcript']) == words(QUESTION) for r in say)}"
-          f"/{len(say)} turns\n")
-    header = f"{'first reply audio after end of speech (ms)':<44}{'median':>8}{'p95':>8}" \
+          f"/{len(say)} turns")
+    print(f"the dev server relaying a silent call: {relay_cpu:.0f}% of a core\n")
+    header = f"{'last voiced sample -> first audible reply (ms)':<48}{'median':>8}{'p95':>8}" \
              f"{'min':>8}{'max':>8}"
     print(header)
     print("-" * len(header))
     print(row("room, say's turn policy (caller's ears)", v2v))
     print(row("room, TURN_DETECTION=vad", v2v_vad))
     print(row("room, defaults (TURN_DETECTION=auto)", v2v_auto))
-    print(row("say (no transport)", total))
+    print(row("say (no transport)", said))
+    print(row("say during a held call (no transport)", said_loaded))
     print(row("  room: transcript back at the caller", heard))
-    print(row("  say: end of speech + transcript", said))
+    print(row("  say: end of speech + transcript", transcript))
     print(row("transport one way (tone onset A→B)", onsets))
     print("-" * len(header))
-    added = median(v2v) - median(total)
+    added = median(v2v) - median(said)
     transport = 2 * median(onsets)
-    session = added - transport
-    print(f"the room adds {added:.0f} ms median ({median(v2v) / median(total):.2f}x say's): "
-          f"transport {transport:.0f} ms (2 x one-way onset, "
-          f"{transport / max(added, 1e-9) * 100:.0f}% of it), the agent session's own turn "
-          f"handling {session:.0f} ms")
+    load = median(said_loaded) - median(said)
+    session = added - transport - load
+    print(f"the room adds {added:.0f} ms median ({median(v2v) / median(said):.2f}x say's): "
+          f"transport {transport:.0f} ms (2 x one-way onset), the call's load on the CPU "
+          f"{load:.0f} ms, the agent session's own turn handling {session:.0f} ms")
     print(f"turn policy, not transport: livekit's 0.5 s endpointing wait costs "
           f"{median(v2v_vad) - median(v2v):.0f} ms median, its end-of-turn model (the "
           f"default) {median(v2v_auto) - median(v2v_vad):.0f} ms more on this question")
