@@ -256,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     v2v_auto = [r["v2v_ms"] for r in auto]
     v2v_vad = [r["v2v_ms"] for r in vad]
     heard = [r["heard_ms"] for r in room if r["heard_ms"] is not None]
-    said = [r["v2v_ms"] for r in say]
-    said_loaded = [r["v2v_ms"] for r in loaded]
+    # a reply with no audible sample has no v2v (none was seen; counted below)
+    said = [r["v2v_ms"] for r in say if r["v2v_ms"] is not None]
+    said_loaded = [r["v2v_ms"] for r in loaded if r["v2v_ms"] is not None]
     transcript = [r["end_of_speech_ms"] + r["transcript_ms"] for r in say]
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.2f} → {load_after:.2f}")
     print(f"question: {QUESTION!r} ({len(pcm) / 16000:.2f} s); {args.turns} turns each after "
@@ -267,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"room: heard exactly in {counts} of {len(room)} turns (say's policy/vad/auto); "
           f"e.g. reply {room[-1]['reply']!r}")
     print(f"say:  heard exactly in {sum(words(r['transcript']) == words(QUESTION) for r in say)}"
-          f"/{len(say)} turns")
+          f"/{len(say)} turns; audible replies {len(said)}/{len(say)} and "
+          f"{len(said_loaded)}/{len(loaded)} during the held call")
     print(f"the dev server relaying a silent call: {relay_cpu:.0f}% of a core\n")
     header = f"{'last voiced sample -> first audible reply (ms)':<48}{'median':>8}{'p95':>8}" \
              f"{'min':>8}{'max':>8}"

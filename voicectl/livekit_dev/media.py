@@ -72,14 +72,10 @@ class PacketPerFrame:
     aiortc's buffer, 53 ms with this one.
     """
 
-    capacity = 16
-
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """(no picture lost, the frame): all the receiver asks of its buffer."""
         data = getattr(packet, "_data", b"")  # the depayloaded frame (aiortc sets it)
         return False, (JitterFrame(data=data, timestamp=packet.timestamp) if data else None)
-
-    def remove(self, count: int) -> None:
-        """Nothing is held."""
 
 
 def forward_each_packet(pc: RTCPeerConnection) -> None:
