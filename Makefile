@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install install-test up up-local down test lint bench completions
 
-$(BIN)/.installed: pyproject.toml voicectl/_turnscan.c
+$(BIN)/.installed: pyproject.toml voicectl/logs/_turnscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q pip==26.3
 	$(BIN)/pip install -q -e .

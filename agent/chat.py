@@ -19,8 +19,8 @@ from agent.config import Settings
 if TYPE_CHECKING:  # pragma: no cover
     from livekit.agents import AgentSession
 
-    from agent.brain import Brain
-    from agent.runtime import AgentRuntime
+    from agent.brain.brain import Brain
+    from agent.brain.runtime import AgentRuntime
 
 QUIT_WORDS = {"/quit", "/exit", "/bye", ":q"}
 FLUSH_ON_EXIT_SECONDS = 3.0
@@ -45,7 +45,7 @@ async def start_text_session(
     from livekit.agents import AgentSession
     from livekit.agents.voice import io
 
-    from agent.brain import Brain, VoiceAgent
+    from agent.brain.brain import Brain, VoiceAgent
     from agent.providers import build_session_llm
 
     class _Sink(io.TextOutput):
@@ -81,7 +81,7 @@ async def chat_loop(
     runtime: AgentRuntime | None = None,
 ) -> int:
     """The conversation loop (async): one reply per non-empty input line."""
-    from agent.runtime import AgentRuntime
+    from agent.brain.runtime import AgentRuntime
 
     write, flush = _writer(output)
     own_runtime = runtime is None

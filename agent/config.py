@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent.state_paths import StatePaths
+
 ENV_FILE_NAME = ".env"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
 LIVEKIT_SERVER_MODES = ("auto", "binary", "embedded")
@@ -253,8 +255,13 @@ class Settings:
         return (self.project_dir / ".voicectl").resolve()
 
     @property
+    def paths(self) -> StatePaths:
+        """Where each piece of state lives below `home`."""
+        return StatePaths(self.home)
+
+    @property
     def events_path(self) -> Path:
-        return self.home / "events.jsonl"
+        return self.paths.events
 
     @property
     def livekit_port(self) -> int:

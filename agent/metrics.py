@@ -482,7 +482,7 @@ class MainProcessMetrics:
     def tick(self) -> None:
         try:
             if self._outbox is None:
-                from agent.memory_sync import OUTBOX_NAME, Outbox
+                from agent.memory.sync import OUTBOX_NAME, Outbox
 
                 self._outbox = Outbox(self.settings.home / OUTBOX_NAME)
             sample_outbox(self._outbox)

@@ -16,7 +16,7 @@ from agent.local import LOCAL_STT_PROVIDERS, LOCAL_TTS_PROVIDERS
 if TYPE_CHECKING:  # pragma: no cover
     from livekit.agents import llm, stt, tts, vad
 
-    from agent.llm_client import LLMClient
+    from agent.clients.llm import LLMClient
 
 #: A placeholder key for OpenAI-compatible local servers that need none (the SDK insists).
 NO_KEY = "no-key"
@@ -34,7 +34,7 @@ def api_key(settings: Settings) -> str:
 
 def brain_llm(settings: Settings) -> LLMClient:
     """The brain's own streaming client of the fast LLM (pooled per process and loop)."""
-    from agent.llm_client import llm_client
+    from agent.clients.llm import llm_client
 
     return llm_client(llm_base_url(settings), api_key(settings))
 

@@ -101,12 +101,13 @@ def prewarm(proc: JobProcess) -> None:
         except Exception:  # noqa: BLE001 - they load (and report) again when first used
             log.warning("local models not prewarmed", exc_info=True)
     # what a job imports later would otherwise be imported on its event loop, mid-session
-    for module in ("letta_client", "agent.brain", "agent.runtime", "agent.idle", "aiohttp"):
+    for module in ("letta_client", "agent.brain.brain", "agent.brain.runtime", "agent.idle",
+                   "aiohttp"):
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - imported (and reported) again when used
             log.warning("cannot preload %s", module, exc_info=True)
-    from agent.runtime import freeze_heap
+    from agent.brain.runtime import freeze_heap
 
     freeze_heap()  # before any job: a full GC pause must not land in a conversation
 
@@ -152,7 +153,7 @@ def _start_outbox_sender() -> None:
     if "runtime" in _main:
         return
     try:
-        from agent.runtime import AgentRuntime
+        from agent.brain.runtime import AgentRuntime
 
         runtime = AgentRuntime(settings, events=events(), source="worker")
         runtime.sync.start()
@@ -285,10 +286,10 @@ async def entrypoint(ctx: JobContext) -> None:
     try:
         from livekit.agents import AgentSession
 
-        from agent.brain import Brain, VoiceAgent
+        from agent.brain.brain import Brain, VoiceAgent
+        from agent.brain.runtime import AgentRuntime
         from agent.idle import IdleWatchdog
         from agent.providers import build_session_llm, build_stt, build_tts
-        from agent.runtime import AgentRuntime
 
         runtime = AgentRuntime(settings_for_job(ctx.job.metadata), events=events(), room=room)
         runtime.start(freeze_gc=False)  # the prewarm step froze the heap already

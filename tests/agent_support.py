@@ -85,8 +85,8 @@ async def text_agent(
     settings: Settings, *, mode: str | None = None, sync: bool = True, start: bool = True
 ) -> AsyncIterator[TextAgent]:
     """A TextAgent over a fresh AgentRuntime; everything is closed on exit."""
+    from agent.brain.runtime import AgentRuntime
     from agent.chat import start_text_session
-    from agent.runtime import AgentRuntime
 
     runtime = AgentRuntime(settings, sync_enabled=sync, source="test")
     if start:

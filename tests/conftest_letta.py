@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 
 from tests.fakes.openai_stub import StubHandle, start_openai_stub
-from voicectl import letta_install, letta_server, postgres
+from voicectl.letta import install as letta_install
+from voicectl.letta import postgres
+from voicectl.letta import server as letta_server
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_ROOT = REPO / ".voicectl-test"

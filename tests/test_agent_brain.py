@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from agent import resilience as r
-from agent.brain import DIRECT, FALLBACK, HYBRID
-from agent.memory_cache import render_blocks
-from agent.runtime import MEMORY_SNAPSHOT_NAME
+from agent.brain.brain import DIRECT, FALLBACK, HYBRID
+from agent.brain.runtime import MEMORY_SNAPSHOT_NAME
+from agent.memory.cache import render_blocks
 from tests.agent_support import events, make_settings, text_agent
 from tests.fakes.openai_stub import StubHandle, start_openai_stub
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from agent import resilience as r
-from agent.brain import HYBRID, LETTA
-from agent.letta_client import LettaAccess
+from agent.brain.brain import HYBRID, LETTA
+from agent.clients.letta import LettaAccess
 from tests.agent_support import events, make_settings, text_agent
 from tests.conftest_letta import ManagedLetta
 from tests.fakes.openai_stub import StubHandle

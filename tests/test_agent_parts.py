@@ -13,7 +13,7 @@ import pytest
 from agent.chat import chat_loop, run_chat
 from agent.config import ConfigError
 from agent.idle import IdleWatchdog
-from agent.memory_sync import Outbox, SenderLease
+from agent.memory.sync import Outbox, SenderLease
 from agent.providers import build_session_llm, build_stt, build_tts, load_vad
 from tests.agent_support import events, make_settings, text_agent
 from tests.fakes.openai_stub import StubHandle, start_openai_stub

@@ -20,7 +20,7 @@ from tests.cli_project import (
     standin_cmd,
     wait_for,
 )
-from voicectl.records import ServiceRecord, write_record
+from voicectl.supervise.records import ServiceRecord, write_record
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_two_concurrent_ups_start_one_of_each(project):
     assert [p.returncode for p in procs] == [0, 0], outs
     for name in ("livekit", "letta"):
         port = project.ports[name]
-        keepers = processes_matching(f"voicectl.keeper {name}")
+        keepers = processes_matching(f"voicectl.supervise.keeper {name}")
         keepers = [k for k in keepers if str(project.home) in k.environ().get("VOICECTL_HOME", "")]
         assert len(keepers) == 1, keepers
         servers = processes_matching(f"standin.py --port {port}")
@@ -189,7 +189,7 @@ def test_down_leaves_no_descendants_even_when_one_ignores_sigterm(project):
     root = project.status()["livekit"]["pid"]
     tree = wait_for(lambda: len(t := psutil.Process(root).children(recursive=True)) >= 5 and t)
     pids = [root, *(p.pid for p in tree)]
-    keeper = [p.pid for p in processes_matching("voicectl.keeper livekit")
+    keeper = [p.pid for p in processes_matching("voicectl.supervise.keeper livekit")
               if p.environ().get("VOICECTL_HOME") == str(project.home)]
     project.run("down", "livekit", check=True)
     assert pids_alive(pids + keeper) == []
@@ -214,7 +214,7 @@ def test_agent_service_is_a_real_worker_registered_with_the_dev_livekit(project)
     assert st["state"] == "running", st
     assert "registered as AW_" in st["health"]
     assert project.status()["web"]["state"] == "running"  # the browser console
-    from voicectl.probes import http_get
+    from voicectl.services.probes import http_get
 
     status, body = http_get(f"http://127.0.0.1:{lk}/_dev/state")
     workers = json.loads(body)["workers"]

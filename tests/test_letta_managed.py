@@ -19,7 +19,10 @@ import pytest
 
 from tests.conftest_letta import TIMINGS, ManagedLetta
 from tests.fakes.openai_stub import StubHandle
-from voicectl import letta_agents, letta_install, letta_server, postgres
+from voicectl.letta import agents as letta_agents
+from voicectl.letta import install as letta_install
+from voicectl.letta import postgres
+from voicectl.letta import server as letta_server
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -194,9 +197,9 @@ async def test_the_agents_first_use_creates_the_same_agent_as_the_cli(
     agent: dict[str, Any], managed_letta: ManagedLetta, tmp_path: Path
 ) -> None:
     """The worker's LettaAccess creates a missing agent from the same definition (round trip)."""
+    from agent.clients.letta import LettaAccess, close_letta_clients
     from agent.config import load_settings
-    from agent.letta_agent_spec import DEFAULT_PERSONA
-    from agent.letta_client import LettaAccess, close_letta_clients
+    from agent.memory.letta_agent_spec import DEFAULT_PERSONA
 
     settings = load_settings(env_file=tmp_path / "absent.env", environ={
         "VOICECTL_HOME": str(tmp_path), "LETTA_SERVER_URL": managed_letta.base_url,

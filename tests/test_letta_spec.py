@@ -1,4 +1,4 @@
-"""One definition of a voice-ready Letta agent (agent/letta_agent_spec.py): `voicectl letta
+"""One definition of a voice-ready Letta agent (agent/memory/letta_agent_spec.py): `voicectl letta
 create` and the agent's own first-use creation send Letta the same persona, human block, tags,
 model handle and embedding config. Both real code paths run against recording fakes of
 letta-client (the sync client of the CLI, the async one of the agent); no Letta needed."""
@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent import letta_agent_spec as spec
+from agent.clients.letta import LettaAccess
 from agent.config import load_settings
-from agent.letta_client import LettaAccess
-from voicectl import cli, letta_agents
+from agent.memory import letta_agent_spec as spec
+from voicectl import cli
 from voicectl.errors import VoicectlError
+from voicectl.letta import agents as letta_agents
 
 HANDLES = ["letta/letta-free", "openai/gpt-5-mini", "openai-proxy/gpt-5-mini",
            "openai/gpt-4o-mini", "ollama/llama3"]

@@ -18,7 +18,7 @@ import pytest
 
 from agent.config import load_settings
 from tests.cli_project import Project, base_env, free_port, processes_matching
-from voicectl.services import build_services, child_env
+from voicectl.services.catalog import build_services, child_env
 
 KEY, SECRET = "key-under-test", "secret-under-test-0123456789abcdefXYZ"
 FAKE_VERSION = "1.9.9"
@@ -201,7 +201,7 @@ def test_up_runs_the_embedded_server_with_keys_in_its_environment(project):
 
 
 def test_status_names_the_server_that_runs_not_the_one_configured_now():
-    from voicectl.livekit_choice import LiveKitChoice, running_kind
+    from voicectl.livekit.choice import LiveKitChoice, running_kind
 
     binary = LiveKitChoice("binary", "PATH", argv=["/x/livekit-server"], path="/x/livekit-server")
     embedded = LiveKitChoice("embedded", "no livekit-server binary found", argv=["py"])

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli_project import Project, base_env, free_port
-from voicectl import livekit_install as lk
 from voicectl.errors import EXIT_USAGE, UsageError
+from voicectl.livekit import install as lk
 
 VERSION = lk.LIVEKIT_VERSION
 ASSET = lk.asset_name()  # this machine's archive, e.g. livekit_1.13.5_linux_amd64.tar.gz

@@ -59,7 +59,7 @@ from agent.local import (  # noqa: E402
     with_local_mode,
 )
 from agent.local.tts import TextChunker, speakable  # noqa: E402
-from voicectl.local_llm import (  # noqa: E402
+from voicectl.services.local import (  # noqa: E402
     embeddings_spec,
     llm_spec,
     local_specs,
@@ -291,7 +291,7 @@ async def test_embeddings_service_for_letta(embeddings_server):
 
 async def test_llm_service_reports_stream_usage(llm_server):
     """llama.cpp honours stream_options.include_usage: the brain's client counts tokens."""
-    from agent.llm_client import LLMClient
+    from agent.clients.llm import LLMClient
 
     client = LLMClient(llm_server["url"], "sk-local")
     try:
@@ -309,7 +309,7 @@ async def test_llm_service_reports_stream_usage(llm_server):
 
 def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
     """espeak-ng speech → VAD → whisper → brain → local LLM → TTS → a WAV that decodes."""
-    from voicectl.say import run_say
+    from voicectl.voice.say import run_say
 
     s = settings_for(tmp_path, LOCAL_LLM_PORT=str(llm_server["port"]),
                      REQUEST_TIMEOUT_SECONDS="30")
@@ -348,7 +348,7 @@ def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
 
 
 def test_say_bad_input_and_no_llm(tmp_path):
-    from voicectl.say import run_say
+    from voicectl.voice.say import run_say
 
     s = settings_for(tmp_path, LOCAL_LLM_PORT=str(free_port()))
     err = io.StringIO()
@@ -381,10 +381,10 @@ async def test_agent_session_runs_a_voice_turn_on_the_local_plugins(tmp_path, ll
     from livekit.agents import AgentSession
     from livekit.agents.voice import io as lk_io
 
-    from agent.brain import Brain, VoiceAgent
+    from agent.brain.brain import Brain, VoiceAgent
+    from agent.brain.runtime import AgentRuntime
     from agent.local.voice_turn import read_wav
     from agent.providers import build_session_llm, load_vad
-    from agent.runtime import AgentRuntime
 
     class Recording(lk_io.AudioInput):
         def __init__(self, pcm: np.ndarray) -> None:
@@ -459,7 +459,7 @@ def test_letta_archival_memory_on_local_embeddings(managed_letta, letta_stub, em
     """Letta 0.16.8 embeds and searches archival memory with the local embeddings service."""
     from letta_client import Letta
 
-    from voicectl import letta_agents
+    from voicectl.letta import agents as letta_agents
 
     agent = letta_agents.create_voice_agent(
         managed_letta.base_url, None, "local-embeddings", "gpt-5-mini", EMBEDDING_MODEL,

@@ -26,10 +26,10 @@ from rich.console import Console
 from agent.config import load_settings
 from agent.events import EventWriter
 from tests.cli_project import REPO, base_env, wait_for
-from voicectl import ttft
 from voicectl.errors import UsageError
-from voicectl.log_follow import Follower
-from voicectl.logs import circuit_timeline, line_time, parse_when, run_logs
+from voicectl.logs import ttft
+from voicectl.logs.command import circuit_timeline, line_time, parse_when, run_logs
+from voicectl.logs.follow import Follower
 
 NOW = time.time()
 
@@ -494,7 +494,7 @@ def fast_path(request, monkeypatch):
     if request.param == "regex":
         monkeypatch.setattr(ttft, "native_scan", None)
     elif ttft.native_scan is None:
-        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+        pytest.skip("the C scanner (voicectl.logs._turnscan) is not built here")
     return request.param
 
 
@@ -510,7 +510,7 @@ def test_native_scanner_decides_each_line_as_the_regex(seed):
     lines = odd_corpus(random.Random(seed)).split(b"\n")
     buf = b"\n" + b"\n".join(line for line in lines if b"\0" not in line) + b"\n"
     if ttft.native_scan is None:
-        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+        pytest.skip("the C scanner (voicectl.logs._turnscan) is not built here")
     matches = ttft.fast_pattern().findall(buf, 0, len(buf))
     regex_refs = [m[1] for m in matches if m[1]]
     regex_hist = ttft._fold(Counter(m[0] for m in matches if m[0]), ttft.TurnHist())
@@ -563,7 +563,7 @@ def test_a_log_truncated_while_being_read_is_read_again_not_a_crash(tmp_path, mo
     # another program truncating the log under the C scanner's mapping raises SIGBUS: the
     # scanner turns it into OSError, and scan() reads what the file holds now
     if ttft.native_scan is None:
-        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+        pytest.skip("the C scanner (voicectl.logs._turnscan) is not built here")
     path = tmp_path / "events.jsonl"
     write_events(path, [turn(NOW + i, "hybrid", 1.0 + i % 7) for i in range(50_000)])
     size = path.stat().st_size
@@ -589,17 +589,18 @@ def test_the_c_scanner_is_built_where_a_compiler_is():
     headers = Path(sysconfig.get_path("include")) / "Python.h"
     if not (shutil.which("cc") or shutil.which("gcc")) or not headers.exists():
         pytest.skip("no C compiler or Python headers here: the regex reader serves")
-    assert ttft.native_scan is not None, "voicectl._turnscan did not build (pip install -v -e .)"
+    assert ttft.native_scan is not None, (
+        "voicectl.logs._turnscan did not build (pip install -v -e .)")
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_series_merge_adds_equal_values_and_keeps_order(monkeypatch, native):
-    from voicectl import turnhist
+    from voicectl.logs import turnhist
 
     if not native:
         monkeypatch.setattr(turnhist, "native_merge", None)
     elif turnhist.native_merge is None:
-        pytest.skip("the C scanner (voicectl._turnscan) is not built here")
+        pytest.skip("the C scanner (voicectl.logs._turnscan) is not built here")
     rng = random.Random(4)
     a = Counter(rng.choice([0.5, 1.0, 2.25, 3.0, -1.5, 7.0]) for _ in range(200))
     b = Counter(rng.choice([1.0, 2.0, 2.25, 9.5]) for _ in range(300))

@@ -455,7 +455,7 @@ def test_dashboard_references_only_metrics_the_agent_exposes() -> None:
     import livekit.agents.telemetry.metrics  # noqa: F401 - registers livekit's families
     from prometheus_client import REGISTRY
 
-    from agent.runtime import DEPENDENCIES
+    from agent.brain.runtime import DEPENDENCIES
 
     dash = json.loads(DASHBOARD.read_text())
     assert isinstance(dash["schemaVersion"], int) and dash["title"] and dash["uid"]

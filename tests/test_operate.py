@@ -11,7 +11,7 @@ from livekit.api import TokenVerifier
 
 from tests.cli_project import Project, base_env, free_port, standin_cmd
 from tests.livekit_support import start_dev_livekit
-from voicectl import ttft
+from voicectl.logs import ttft
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_doctor_flags_dev_keys_on_public_bind(project):
 def test_doctor_warns_when_the_log_scanner_is_not_built(monkeypatch):
     from voicectl.doctor import check_log_scanner
 
-    monkeypatch.setitem(sys.modules, "voicectl._turnscan", None)  # import fails as unbuilt
+    monkeypatch.setitem(sys.modules, "voicectl.logs._turnscan", None)  # import fails as unbuilt
     check = check_log_scanner()
     assert check.status == "warn" and "14x slower" in check.detail
     assert "python3-dev" in check.fix

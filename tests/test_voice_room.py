@@ -1,7 +1,7 @@
 """Voice through a room, end to end: `voicectl up` on a machine with no livekit-server binary
 runs the embedded dev server, the real worker (`python -m agent start`, local mode: whisper,
 the llama.cpp `llm` service, piper or espeak-ng) is dispatched into a room, and a caller (the
-official `livekit` rtc SDK, through `voicectl talk` or `voicectl.caller`) speaks espeak-ng
+official `livekit` rtc SDK, through `voicectl talk` or `voicectl.voice.caller`) speaks espeak-ng
 speech and hears the reply. Letta is a stand-in that answers health checks only, so the
 agent's hybrid path answers from the LLM and each turn waits in the memory outbox.
 
@@ -146,7 +146,7 @@ def logs_of(stack: Project) -> str:
 @contextlib.contextmanager
 def logs_on_failure(stack: Project):
     """A CallError fails the test with the logs (tmp dirs do not outlive later runs)."""
-    from voicectl.caller import CallError
+    from voicectl.voice.caller import CallError
 
     try:
         yield
@@ -163,7 +163,7 @@ async def _ask(caller, tmp_path: Path, text: str):
 
 
 async def test_worker_killed_mid_conversation_comes_back(stack: Project, tmp_path: Path) -> None:
-    from voicectl.caller import Caller, CallError
+    from voicectl.voice.caller import Caller, CallError
 
     settings = project_settings(stack)
     with logs_on_failure(stack):
@@ -207,7 +207,7 @@ async def _killed_and_back(stack: Project, tmp_path: Path, settings, Caller, Cal
 
 async def test_livekit_restarted_mid_call_everyone_reconnects(stack: Project,
                                                              tmp_path: Path) -> None:
-    from voicectl.caller import Caller
+    from voicectl.voice.caller import Caller
 
     settings = project_settings(stack)
     with logs_on_failure(stack):

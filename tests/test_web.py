@@ -28,7 +28,7 @@ from livekit.api import TokenVerifier
 from tests.browser_support import run_browser
 from tests.cli_project import REPO, base_env, free_port
 from tests.livekit_support import DevLiveKit, start_dev_livekit
-from voicectl import letta_agents
+from voicectl.letta import agents as letta_agents
 from voicectl.web import STATIC_DIR
 from voicectl.web.probe import probe_web
 

@@ -52,7 +52,7 @@ def settings() -> Settings:
 
 
 def _services(s: Settings) -> dict:
-    from voicectl.services import build_services
+    from voicectl.services.catalog import build_services
 
     return build_services(s)
 
@@ -69,16 +69,16 @@ def up(
         "no cloud keys (sets LOCAL_MODE=true in .env).")] = False,
 ) -> None:
     """Start services (dependencies first) and wait until each is healthy."""
-    from voicectl.printer import Printer
-    from voicectl.services import select
-    from voicectl.stack import StartError
-    from voicectl.stack import up as stack_up
+    from voicectl.render.printer import Printer
+    from voicectl.services.catalog import select
+    from voicectl.supervise.stack import StartError
+    from voicectl.supervise.stack import up as stack_up
 
     s = settings()
     if local and not s.local_mode:
         s = _enable_local_mode(s)
     if s.local_mode:
-        from voicectl.local_llm import missing_for_local
+        from voicectl.services.local import missing_for_local
 
         missing = missing_for_local(s)
         if missing:
@@ -131,9 +131,9 @@ def _print_urls(s: Settings, specs: dict, printer) -> None:
 @app.command()
 def down(services: ServicesArg = None) -> None:
     """Stop services: SIGTERM to each process group, then SIGKILL after the grace period."""
-    from voicectl.printer import Printer
-    from voicectl.services import select
-    from voicectl.stack import down as stack_down
+    from voicectl.render.printer import Printer
+    from voicectl.services.catalog import select
+    from voicectl.supervise.stack import down as stack_down
 
     s = settings()
     specs = _services(s)
@@ -152,14 +152,14 @@ def restart(services: ServicesArg = None) -> None:
 @app.command()
 def status(json_out: JsonOpt = False) -> None:
     """State, pid, ports, uptime, restarts, health and memory of each service."""
-    from voicectl.status import all_status
+    from voicectl.supervise.status import all_status
 
     s = settings()
     rows = all_status(s, _services(s))
     if json_out:
         _out([r.to_json() for r in rows])
         return
-    from voicectl.render import status_table
+    from voicectl.render.tables import status_table
 
     status_table(rows)
 
@@ -167,7 +167,7 @@ def status(json_out: JsonOpt = False) -> None:
 @app.command()
 def config(json_out: JsonOpt = False) -> None:
     """The effective configuration, where each value came from; secrets masked."""
-    from voicectl.render import config_rows, config_table
+    from voicectl.render.tables import config_rows, config_table
 
     s = settings()
     rows = config_rows(s)
@@ -202,7 +202,7 @@ def logs(
         "--json", help="One JSON document (with -f: one object per line).")] = False,
 ) -> None:
     """Service logs (tail, follow, filter); --ttft and --circuit read the agent's event log."""
-    from voicectl.logs import run_logs
+    from voicectl.logs.command import run_logs
 
     code = run_logs(settings(), services or [], follow=follow, lines=lines, since=since,
                     until=until, grep=grep, ttft=ttft, circuit=circuit, json_out=json_out)
@@ -250,7 +250,7 @@ def doctor(json_out: JsonOpt = False) -> None:
     if json_out:
         _out([c.to_json() for c in checks])
     else:
-        from voicectl.render import doctor_table
+        from voicectl.render.tables import doctor_table
 
         doctor_table(checks)
     if any(c.status == FAIL for c in checks):
@@ -273,7 +273,7 @@ def dispatch(
     """Send the agent into a room (explicit dispatch); or --list / --delete dispatches."""
     import time
 
-    from voicectl import livekit_ops as ops
+    from voicectl.livekit import api as ops
 
     s = settings()
     ops.check_room(room)
@@ -299,7 +299,7 @@ def dispatch(
     result = ops.dispatch(s, room, agent_name or s.agent_name, meta, create_room)
     failure = ""
     if wait is not None:
-        from voicectl.dispatch_why import explain
+        from voicectl.livekit.dispatch_why import explain
 
         job = ops.wait_for_job(s, room, since, wait)
         result["accepted"] = bool(job and job.get("accepted"))
@@ -331,7 +331,7 @@ def token(
     json_out: JsonOpt = False,
 ) -> None:
     """A join token for a browser or a test client."""
-    from voicectl import livekit_ops as ops
+    from voicectl.livekit import api as ops
 
     s = settings()
     result = ops.join_token(s, ops.check_room(room), ops.check_identity(identity),
@@ -354,7 +354,7 @@ def say(
     json_out: JsonOpt = False,
 ) -> None:
     """One voice turn without LiveKit: VAD, STT, the brain and TTS on a recording, timed."""
-    from voicectl.say import run_say
+    from voicectl.voice.say import run_say
 
     code = run_say(settings(), wav, out, json_out, realtime=not fast)
     if code:
@@ -379,7 +379,7 @@ def talk(
     json_out: JsonOpt = False,
 ) -> None:
     """A caller in a LiveKit room: speak a recording to the agent, hear it, measure it."""
-    from voicectl.talk import run_talk
+    from voicectl.voice.talk import run_talk
 
     code = run_talk(settings(), room, wav, out, json_out, agent_name=agent_name,
                     dispatch=not no_dispatch, timeout=timeout)
@@ -417,7 +417,7 @@ def install_letta() -> None:
     """Install the managed Letta server (own venv) and initialise its Postgres."""
     from rich.console import Console
 
-    from voicectl import managed_letta
+    from voicectl.letta import managed as managed_letta
 
     s = settings()
     if not s.letta_managed:
@@ -433,7 +433,7 @@ def install_livekit(
     json_out: JsonOpt = False,
 ) -> None:
     """Install the pinned livekit-server release into the state directory (checksum-verified)."""
-    from voicectl import livekit_install as lk
+    from voicectl.livekit import install as lk
 
     s = settings()
     asset = lk.asset_name()
@@ -468,14 +468,14 @@ def _byte_progress(label: str):
 @letta_app.command("agents")
 def letta_agents(json_out: JsonOpt = False) -> None:
     """List the Letta server's agents."""
-    from voicectl import letta_agents as la
+    from voicectl.letta import agents as la
 
     s = settings()
     agents = _letta_call(lambda: la.list_agents(s.letta_server_url, s.letta_api_key or None))
     if json_out:
         _out(agents)
         return
-    from voicectl.render import agents_table
+    from voicectl.render.tables import agents_table
 
     agents_table(agents, s.letta_agent_id, s.letta_agent_name)
 
@@ -486,8 +486,8 @@ def letta_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a voice-ready Letta agent: persona and human memory, sleep-time compute."""
-    from agent import letta_agent_spec
-    from voicectl import letta_agents as la
+    from agent.memory import letta_agent_spec
+    from voicectl.letta import agents as la
 
     s = settings()
     if not name.strip():

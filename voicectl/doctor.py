@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 import psutil
 
 from agent.config import LOOPBACK_HOSTS, Settings, mask
-from voicectl.ports import port_holder
-from voicectl.records import read_record
-from voicectl.services import ServiceSpec
-from voicectl.status import ServiceStatus, all_status
-from voicectl.supervisor import live_child, live_keeper, process_tree_pids
+from voicectl.services.catalog import ServiceSpec
+from voicectl.supervise.ports import port_holder
+from voicectl.supervise.processes import live_child, live_keeper, process_tree_pids
+from voicectl.supervise.records import read_record
+from voicectl.supervise.status import ServiceStatus, all_status
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 PACKAGES = ("livekit-agents", "livekit-api", "letta-client", "typer", "rich", "psutil")
@@ -60,18 +60,18 @@ def check_log_scanner() -> Check:
     """The C scanner behind `logs --ttft`: without it the regex reader gives the same figures,
     about 14x slower."""
     try:
-        import voicectl._turnscan  # noqa: F401
+        import voicectl.logs._turnscan  # noqa: F401
     except ImportError:
         return Check("log scanner", WARN, "C scanner not built: logs --ttft reads with the regex "
                      "reader (about 14x slower)", "apt-get install -y gcc python3-dev, then "
                      "pip install --no-deps --force-reinstall -e .")
-    return Check("log scanner", OK, "C scanner built (voicectl._turnscan)")
+    return Check("log scanner", OK, "C scanner built (voicectl.logs._turnscan)")
 
 
 def check_livekit_server(specs: dict[str, ServiceSpec]) -> Check:
     """Which LiveKit server runs (check name `livekit-server`, kept for scripts): the binary is
     ok, the embedded dev server a warning naming its limits and how to get the real one."""
-    from voicectl import livekit_choice as lc
+    from voicectl.livekit import choice as lc
 
     choice = specs["livekit"].server
     assert choice is not None
@@ -95,7 +95,7 @@ def check_livekit_server(specs: dict[str, ServiceSpec]) -> Check:
 
 def check_webrtc_network(specs: dict[str, ServiceSpec]) -> list[Check]:
     """With the embedded server, media needs an interface other than loopback."""
-    from voicectl import livekit_choice as lc
+    from voicectl.livekit import choice as lc
 
     choice = specs["livekit"].server
     if choice is None or choice.kind != lc.EMBEDDED:
@@ -114,7 +114,9 @@ def check_letta_install(s: Settings) -> list[Check]:
     if s.voicectl_letta_cmd:
         return [Check("letta install", WARN, "replaced by VOICECTL_LETTA_CMD",
                       "unset VOICECTL_LETTA_CMD to run the managed server")]
-    from voicectl import letta_install, managed_letta, postgres
+    from voicectl.letta import install as letta_install
+    from voicectl.letta import managed as managed_letta
+    from voicectl.letta import postgres
 
     out = []
     venv = managed_letta.venv_path(s)
@@ -203,7 +205,7 @@ def check_livekit_api(s: Settings, livekit_up: bool) -> Check:
         return Check("livekit credentials", WARN, "LiveKit not reachable: not checked",
                      "voicectl up livekit")
     from voicectl.errors import VoicectlError
-    from voicectl.livekit_ops import list_rooms
+    from voicectl.livekit.api import list_rooms
 
     try:
         rooms = list_rooms(s)
@@ -217,7 +219,7 @@ def check_livekit_api(s: Settings, livekit_up: bool) -> Check:
 def check_letta_agent(s: Settings, letta_up: bool) -> Check:
     if not letta_up:
         return Check("letta agent", WARN, "Letta not reachable: not checked", "voicectl up letta")
-    from voicectl import letta_agents
+    from voicectl.letta import agents as letta_agents
 
     try:
         agent = letta_agents.find_agent(

@@ -9,8 +9,8 @@ from agent.config import Settings, load_settings
 from agent.events import find_since
 from voicectl.envfile import get_value, set_value
 from voicectl.errors import UsageError
-from voicectl.records import read_record
-from voicectl.supervisor import live_child, process_tree_pids
+from voicectl.supervise.processes import live_child, process_tree_pids
+from voicectl.supervise.records import read_record
 
 KEY = "USE_HYBRID_STREAMING"
 
@@ -66,8 +66,8 @@ def switch_hybrid(s: Settings, mode: str, services: Callable[[Settings], dict]) 
 
 
 def _restart_agent(s: Settings, specs: dict) -> None:
-    from voicectl.printer import Printer
-    from voicectl.stack import down, up
+    from voicectl.render.printer import Printer
+    from voicectl.supervise.stack import down, up
 
     with Printer() as printer:
         down(s, ["agent"], printer, specs)

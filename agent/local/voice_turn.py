@@ -42,8 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from livekit import rtc
     from livekit.agents import AgentSession, stt, tts, vad
 
-    from agent.brain import Brain
-    from agent.runtime import AgentRuntime
+    from agent.brain.brain import Brain
+    from agent.brain.runtime import AgentRuntime
 
 SAMPLE_RATE = 16000
 FRAME_MS = 20
@@ -190,9 +190,9 @@ class VoiceLoop:
         # plugins register themselves on import, which must happen on the main thread
         from livekit.plugins import openai, silero  # noqa: F401
 
+        from agent.brain.runtime import AgentRuntime
         from agent.chat import start_text_session
         from agent.providers import load_vad
-        from agent.runtime import AgentRuntime
 
         async def timed(name: str, fn: Any) -> Any:
             t0 = time.perf_counter()

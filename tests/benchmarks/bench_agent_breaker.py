@@ -17,10 +17,10 @@ import urllib.request
 
 from livekit.agents import llm
 
-from agent.brain import FALLBACK, Brain
+from agent.brain.brain import FALLBACK, Brain
+from agent.brain.runtime import AgentRuntime
 from agent.chat import start_text_session
 from agent.resilience import OPEN, validate_reply
-from agent.runtime import AgentRuntime
 from tests.benchmarks.agent_common import bench_settings, ms, stub_process
 from tests.benchmarks.common import median, percentile
 

@@ -26,8 +26,8 @@ import time
 
 import aiohttp
 
+from agent.brain.runtime import AgentRuntime
 from agent.chat import start_text_session
-from agent.runtime import AgentRuntime
 from tests.benchmarks.agent_common import bench_settings, ms, raw_ttft, stub_process
 from tests.benchmarks.common import median, percentile
 

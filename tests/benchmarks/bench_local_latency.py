@@ -67,7 +67,7 @@ def main() -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from agent.config import load_settings
     from agent.local.voice_turn import read_wav
-    from voicectl.local_llm import probe_llm
+    from voicectl.services.local import probe_llm
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-local-"))
     port = free_port()

@@ -6,7 +6,7 @@ with the same prompt every time (HYBRID_HISTORY_MESSAGES=1), measured on the sam
 (agent.voice_measure): from the last voiced sample of the question to the first audible 10 ms
 of the reply.
 
-- room: a caller (`voicectl.caller`, what `voicectl talk` runs) speaks it into a room at
+- room: a caller (`voicectl.voice.caller`, what `voicectl talk` runs) speaks it into a room at
   real-time pace; the reply is timed where the caller receives it. Three times: with the
   defaults (TURN_DETECTION=auto: livekit-agents' on-device end-of-turn model, which waits up
   to 2.5 s when the words sound unfinished), with TURN_DETECTION=vad (the end of speech plus
@@ -56,7 +56,7 @@ ONSETS = 10
 async def room_turns(settings, pcm: np.ndarray, turns: int,
                      room: str) -> tuple[list[dict], str]:
     """The caller's exchanges (after a warm-up one) and the agent's identity."""
-    from voicectl.caller import Caller
+    from voicectl.voice.caller import Caller
 
     out = []
     async with Caller(settings, room, agent_name=settings.agent_name,
@@ -100,7 +100,7 @@ def hold_call(proj, room: str) -> subprocess.Popen:
 
 async def _hold(env_file: str, room: str) -> None:
     from agent.config import load_settings
-    from voicectl.caller import Caller
+    from voicectl.voice.caller import Caller
 
     settings = load_settings(env_file=Path(env_file))
     async with Caller(settings, room, agent_name=settings.agent_name,
@@ -127,7 +127,7 @@ async def transport_onsets(settings, count: int) -> list[float]:
     """One-way tone onset latency (ms) between two rtc clients through the server."""
     from livekit import rtc
 
-    from voicectl.livekit_ops import join_token
+    from voicectl.livekit.api import join_token
 
     def token(identity: str) -> str:
         from datetime import timedelta

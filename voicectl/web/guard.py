@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from voicectl.errors import UsageError
-from voicectl.livekit_ops import check_identity, check_room
+from voicectl.livekit.api import check_identity, check_room
 
 MAX_BODY_BYTES = 4096
 LETTA_AGENT_ID = re.compile(r"^agent-[A-Za-z0-9-]{1,64}$")

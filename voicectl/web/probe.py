@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from voicectl.probes import ProbeResult, _short, http_get
+from voicectl.services.probes import ProbeResult, _short, http_get
 from voicectl.web import SERVICE_NAME
 
 

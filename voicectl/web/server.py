@@ -11,7 +11,7 @@ API (JSON in and out; errors are `{"error": "..."}`):
   dispatched_at}`.
 * `GET /api/dispatch-why?room=R&since=T` → why no agent came after the dispatch at T:
   `{room, agent_name, cause: declined|no_worker|full|start_failed|unknown, why, worker}`
-  (voicectl.dispatch_why; the page asks when no agent joined in time).
+  (voicectl.livekit.dispatch_why; the page asks when no agent joined in time).
 
 Statuses: 400 bad input, 403 foreign Host or Origin, 404 unknown Letta agent, 413 body too
 large, 415 not JSON, 502 LiveKit or Letta failed.
@@ -31,9 +31,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from agent.config import Settings
-from voicectl import letta_agents, livekit_ops
 from voicectl.errors import VoicectlError
-from voicectl.probes import probe_letta
+from voicectl.letta import agents as letta_agents
+from voicectl.livekit import api as livekit_ops
+from voicectl.services.probes import probe_letta
 from voicectl.web import SERVICE_NAME, STATIC_DIR
 from voicectl.web.guard import (
     MAX_BODY_BYTES,
@@ -217,7 +218,7 @@ async def dispatch_agent(request: web.Request) -> web.Response:
 
 async def dispatch_why(request: web.Request) -> web.Response:
     """Why no agent came to the room after a dispatch: what the worker and its events show."""
-    from voicectl.dispatch_why import explain
+    from voicectl.livekit.dispatch_why import explain
 
     settings = request.app[SETTINGS]
     room, since = why_request(request.query)

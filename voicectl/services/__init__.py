@@ -1,0 +1,1 @@
+"""What each service is (its ServiceSpec): command, ports, probe and dependencies."""
