@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] != "start":
         print(f"python -m agent: unknown command {args[0]!r} (expected: start)", file=sys.stderr)
         return 2
-    from agent.config import ConfigError, load_settings
+    from agent.config import ConfigError
+    from agent.config.loading import load_settings
 
     try:  # a bad setting is one line, before livekit-agents' loader turns it into a traceback
         load_settings()

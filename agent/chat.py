@@ -10,9 +10,8 @@ with its path and time to first token. Reads lines from any text stream, so it c
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Protocol
 
 from agent.config import Settings
 
@@ -26,16 +25,21 @@ QUIT_WORDS = {"/quit", "/exit", "/bye", ":q"}
 FLUSH_ON_EXIT_SECONDS = 3.0
 
 
-def _writer(output: Any) -> tuple[Callable[[str], None], Callable[[], None]]:
-    """write/flush callables for a text stream or a rich Console."""
-    if hasattr(output, "write"):
-        return output.write, getattr(output, "flush", lambda: None)
-    if hasattr(output, "print"):
-        def write(text: str) -> None:
-            output.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+class ChatView(Protocol):
+    """Where the conversation is shown (voicectl.render.chat.ChatTranscript)."""
 
-        return write, lambda: None
-    raise TypeError("output must be a text stream or a rich Console")
+    def opened(self, mode: str) -> None: ...
+
+    def asked(self, text: str, echo: bool) -> None: ...
+
+    def reply_text(self, text: str) -> None: ...
+
+    def reply_end(self, path: str | None, ttft_ms: float | None, fallback: bool,
+                  fallback_reason: str | None) -> None: ...
+
+    def reply_end_unmeasured(self) -> None: ...
+
+    def queued(self, pending: int) -> None: ...
 
 
 async def start_text_session(
@@ -45,8 +49,9 @@ async def start_text_session(
     from livekit.agents import AgentSession
     from livekit.agents.voice import io
 
-    from agent.brain.brain import Brain, VoiceAgent
+    from agent.brain.brain import Brain
     from agent.providers import build_session_llm
+    from agent.voice_agent import VoiceAgent
 
     class _Sink(io.TextOutput):
         def __init__(self) -> None:
@@ -75,26 +80,19 @@ async def start_text_session(
 async def chat_loop(
     settings: Settings,
     input_stream: IO[str],
-    output: Any,
+    view: ChatView,
     *,
     mode: str | None = None,
     runtime: AgentRuntime | None = None,
-) -> int:
+) -> None:
     """The conversation loop (async): one reply per non-empty input line."""
     from agent.brain.runtime import AgentRuntime
 
-    write, flush = _writer(output)
     own_runtime = runtime is None
     rt = runtime or AgentRuntime(settings, source="chat")
     rt.start()
-
-    def on_text(text: str) -> None:
-        write(text)
-        flush()
-
-    session, brain = await start_text_session(rt, mode=mode, on_text=on_text)
-    write(f"voicectl chat · mode {brain.mode} · /quit to leave\n")
-    flush()
+    session, brain = await start_text_session(rt, mode=mode, on_text=view.reply_text)
+    view.opened(brain.mode)
     try:
         while True:
             line = await asyncio.to_thread(input_stream.readline)
@@ -105,29 +103,21 @@ async def chat_loop(
                 continue
             if text.lower() in QUIT_WORDS:
                 break
-            write("you> " + text + "\n" if not _is_tty(input_stream) else "")
-            write("agent> ")
-            flush()
+            view.asked(text, echo=not _is_tty(input_stream))
             await session.run(user_input=text)
             turn = brain.last_turn
             if turn is not None:
-                ttft = turn.ms(turn.first_at)
-                status = f"[{turn.path} · ttft {ttft:.0f} ms" if ttft is not None else "[—"
-                if turn.fallback:
-                    status += f" · fallback {turn.fallback_reason}"
-                write(f"\n  {status}]\n")
+                view.reply_end(turn.path, turn.ms(turn.first_at), bool(turn.fallback),
+                               turn.fallback_reason)
             else:
-                write("\n")
-            flush()
+                view.reply_end_unmeasured()
     finally:
         await session.aclose()
         if own_runtime:
             await rt.aclose(flush_timeout=FLUSH_ON_EXIT_SECONDS)
             pending = rt.pending_at_close
             if pending:
-                write(f"{pending} turn(s) queued for Letta; they will be delivered later.\n")
-                flush()
-    return 0
+                view.queued(pending)
 
 
 def _is_tty(stream: IO[str]) -> bool:
@@ -139,16 +129,11 @@ def _is_tty(stream: IO[str]) -> bool:
 
 def run_chat(
     settings: Settings,
-    input_stream: IO[str] | None = None,
-    output: Any = None,
+    input_stream: IO[str],
+    view: ChatView,
     *,
     mode: str | None = None,
-) -> int:
-    """Run `voicectl chat` to completion; returns the exit code.
-
-    `input_stream` defaults to stdin, `output` to stdout (a rich Console works too); `mode`
-    ("hybrid" or "letta") overrides USE_HYBRID_STREAMING.
-    """
-    return asyncio.run(
-        chat_loop(settings, input_stream or sys.stdin, output or sys.stdout, mode=mode)
-    )
+) -> None:
+    """Run `voicectl chat` to completion: lines from `input_stream`, the conversation shown
+    on `view`; `mode` ("hybrid" or "letta") overrides USE_HYBRID_STREAMING."""
+    asyncio.run(chat_loop(settings, input_stream, view, mode=mode))

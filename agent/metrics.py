@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("agent.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-METRICS_DIR_NAME = "metrics"
-#: The breakers of agent.runtime (DEPENDENCIES there): their state series exist from the start.
+#: The breakers of agent.brain.runtime (DEPENDENCIES there): their state series exist from
+#: the start.
 DEPENDENCIES = ("llm", "letta", "preresponse")
 #: voicectl_circuit_state values.
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -61,7 +61,7 @@ ASSISTANT_FIGURES = {"llm_node_ttft": "llm", "tts_node_ttfb": "tts", "e2e_latenc
 
 def metrics_dir(settings: Settings) -> Path:
     """Where the worker's processes keep their metric files."""
-    return settings.home / METRICS_DIR_NAME
+    return settings.paths.metrics
 
 
 def prepare_multiprocess(settings: Settings) -> Path:
@@ -482,9 +482,9 @@ class MainProcessMetrics:
     def tick(self) -> None:
         try:
             if self._outbox is None:
-                from agent.memory.sync import OUTBOX_NAME, Outbox
+                from agent.memory.outbox import Outbox
 
-                self._outbox = Outbox(self.settings.home / OUTBOX_NAME)
+                self._outbox = Outbox(self.settings.paths.outbox)
             sample_outbox(self._outbox)
         except Exception:  # noqa: BLE001 - metrics must not take the worker down
             log.debug("outbox sample failed", exc_info=True)

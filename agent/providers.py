@@ -63,7 +63,7 @@ def build_stt(settings: Settings) -> stt.STT:
     """Deepgram, or any OpenAI-compatible transcription endpoint."""
     provider = settings.stt_provider.lower()
     if provider in LOCAL_STT_PROVIDERS:  # faster-whisper on this machine (local mode)
-        from agent.local import build_stt as build_local_stt
+        from agent.local.providers import build_stt as build_local_stt
 
         return build_local_stt(settings)
     if provider == "deepgram":
@@ -92,7 +92,7 @@ def build_tts(settings: Settings) -> tts.TTS:
     """OpenAI (voice OPENAI_TTS_VOICE), Cartesia (optional extra) or OpenAI-compatible."""
     provider = settings.tts_provider.lower()
     if provider in LOCAL_TTS_PROVIDERS:  # piper or espeak-ng on this machine (local mode)
-        from agent.local import build_tts as build_local_tts
+        from agent.local.providers import build_tts as build_local_tts
 
         return build_local_tts(settings)
     if provider in ("openai", "openai-compatible", "local"):

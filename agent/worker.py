@@ -35,7 +35,8 @@ except ImportError:
     pass
 
 from agent import metrics
-from agent.config import Settings, load_settings
+from agent.config import Settings
+from agent.config.loading import load_settings
 from agent.events import EventWriter
 
 settings = load_settings()
@@ -60,7 +61,7 @@ def events() -> EventWriter:
     """This process's event writer (opened lazily: job processes are forked)."""
     global _events
     if _events is None:
-        _events = EventWriter(settings.events_path)
+        _events = EventWriter(settings.paths.events)
     return _events
 
 
@@ -94,15 +95,15 @@ def prewarm(proc: JobProcess) -> None:
     finally:
         pool.shutdown(wait=False)
     if settings.local_mode:  # local whisper and piper, once per job process (~1-2 s)
-        from agent.local import prewarm_models
+        from agent.local.providers import prewarm_models
 
         try:
             prewarm_models(settings)
         except Exception:  # noqa: BLE001 - they load (and report) again when first used
             log.warning("local models not prewarmed", exc_info=True)
     # what a job imports later would otherwise be imported on its event loop, mid-session
-    for module in ("letta_client", "agent.brain.brain", "agent.brain.runtime", "agent.idle",
-                   "aiohttp"):
+    for module in ("letta_client", "agent.brain.brain", "agent.voice_agent",
+                   "agent.brain.runtime", "agent.idle", "aiohttp"):
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - imported (and reported) again when used
@@ -286,10 +287,11 @@ async def entrypoint(ctx: JobContext) -> None:
     try:
         from livekit.agents import AgentSession
 
-        from agent.brain.brain import Brain, VoiceAgent
+        from agent.brain.brain import Brain
         from agent.brain.runtime import AgentRuntime
         from agent.idle import IdleWatchdog
         from agent.providers import build_session_llm, build_stt, build_tts
+        from agent.voice_agent import VoiceAgent
 
         runtime = AgentRuntime(settings_for_job(ctx.job.metadata), events=events(), room=room)
         runtime.start(freeze_gc=False)  # the prewarm step froze the heap already

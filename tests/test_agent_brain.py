@@ -8,34 +8,18 @@ Timing is never asserted (benchmarks measure it); only paths, counts and events.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent import resilience as r
-from agent.brain.brain import DIRECT, FALLBACK, HYBRID
-from agent.brain.runtime import MEMORY_SNAPSHOT_NAME
+from agent.brain.turn import DIRECT, FALLBACK, HYBRID
 from agent.memory.cache import render_blocks
-from tests.agent_support import events, make_settings, text_agent
-from tests.fakes.openai_stub import StubHandle, start_openai_stub
+from agent.state_paths import MEMORY_SNAPSHOT_NAME
+from tests.fakes.openai_stub import StubHandle
+from tests.support.agent import events, make_settings, text_agent
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def stub_server() -> Iterator[StubHandle]:
-    handle = start_openai_stub()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture
-def stub(stub_server: StubHandle) -> StubHandle:
-    stub_server.reset()
-    return stub_server
 
 
 def chat_requests(stub: StubHandle) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The agent against a REAL Letta 0.16.8 server (fixture `managed_letta`, tests/conftest_letta.py).
+"""The agent against a REAL Letta 0.16.8 server (fixture `managed_letta`, tests/conftest.py).
 
 - hybrid turns carry Letta's core memory and reach Letta through the outbox, once each;
 - letta mode streams from the Letta agent (with an optional filler first);
@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from agent import resilience as r
-from agent.brain.brain import HYBRID, LETTA
+from agent.brain.turn import HYBRID, LETTA
 from agent.clients.letta import LettaAccess
-from tests.agent_support import events, make_settings, text_agent
-from tests.conftest_letta import ManagedLetta
 from tests.fakes.openai_stub import StubHandle
+from tests.support.agent import events, make_settings, text_agent
+from tests.support.letta import ManagedLetta
 
 pytestmark = pytest.mark.timeout(600)
 

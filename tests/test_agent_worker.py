@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 import pytest
 from livekit import api
 
-from tests.agent_support import dead_url
-from tests.livekit_support import DevLiveKit, free_port, start_dev_livekit
+from tests.support.livekit import DevLiveKit, start_dev_livekit
+from tests.support.ports import free_port
+from tests.support.project import REPO
+from tests.support.worker import running_worker, worker_env
 
-REPO = Path(__file__).resolve().parents[1]
 AGENT_NAME = "letta-voice-agent"
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,37 +50,9 @@ def run_worker(fake: DevLiveKit, tmp_path: Path, **extra: str | None
     """The agent worker against the dev server; yields (state dir, health port). An `extra`
     value None leaves that variable out (its default applies)."""
     home, port = tmp_path / "state", free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "OPENAI_"))},
-        **fake.env(),
-        "VOICECTL_HOME": str(home),
-        "VOICECTL_ENV_FILE": str(tmp_path / "absent.env"),
-        "AGENT_HTTP_PORT": str(port),
-        "METRICS_PORT": str(free_port()),  # never the default 9100 a running agent holds
-        "AGENT_LOAD_THRESHOLD": "0.99",
-        "OPENAI_BASE_URL": dead_url() + "/v1",
-        "LETTA_SERVER_URL": dead_url(),
-        "PYTHONPATH": str(REPO),
-        **extra,
-    }
-    env = {k: v for k, v in env.items() if v is not None}
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], cwd=REPO, env=env,
-                                stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    try:
+    env = worker_env(fake, home, tmp_path / "absent.env", AGENT_HTTP_PORT=str(port), **extra)
+    with running_worker(env, tmp_path / "worker.log"):
         yield home, port
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(10)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
 
 
 @pytest.fixture

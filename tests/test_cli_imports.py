@@ -11,9 +11,9 @@ HEAVY = ("livekit.agents", "livekit.api", "letta_client", "openai", "pydantic", 
 
 PROBE = """
 import json, sys
-import voicectl.cli, voicectl.supervise.status, voicectl.supervise.stack, voicectl.render.tables
+import voicectl.cli, voicectl.supervise.status, voicectl.supervise.stack, voicectl.render.status
 import voicectl.supervise.keeper
-from agent.config import load_settings
+from agent.config.loading import load_settings
 from voicectl.services.catalog import build_services
 build_services(load_settings())
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy_roots})

@@ -6,12 +6,10 @@ import json
 
 import pytest
 
-from tests.cli_project import Project, base_env
-
 
 @pytest.fixture
-def project(tmp_path):
-    return Project(tmp_path, base_env(tmp_path / ".voicectl"))
+def project(make_project):
+    return make_project()
 
 
 def _one_line_error(res, code: int) -> str:

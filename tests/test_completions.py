@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.cli_project import REPO
+from tests.support.project import REPO
 
 COMPLETIONS = REPO / "completions"
 

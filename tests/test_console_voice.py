@@ -25,14 +25,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import browser_missing, fail_missing, run_browser
-from tests.cli_project import (
-    Project,
-    processes_matching,
-    wait_for,
-)
-from tests.local_support import PHRASES, missing_local, speech_wav, words
-from tests.voice_support import project_settings, voice_project
+from tests.support.browser import browser_missing, fail_missing, run_browser
+from tests.support.local import PHRASES, missing_local, speech_wav, words
+from tests.support.project import Project, processes_matching, wait_for
+from tests.support.voice import project_settings, voice_project
 
 SCREENSHOT = Path("/tmp/console-voice.png")
 PHRASE = PHRASES[1]  # "Can you remind me to call my mother tomorrow morning?"

@@ -11,12 +11,11 @@ import time
 import psutil
 import pytest
 
-from tests.cli_project import (
-    Project,
-    base_env,
-    free_port,
+from tests.support.ports import free_port
+from tests.support.project import (
     pids_alive,
     processes_matching,
+    service_ports_env,
     standin_cmd,
     wait_for,
 )
@@ -24,19 +23,15 @@ from voicectl.supervise.records import ServiceRecord, write_record
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(make_project, tmp_path):
     """Livekit and letta replaced by stand-ins on free ports; the agent left out."""
-    proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
+    proj = make_project(stop_at_end=True)
     lk, letta, agent = free_port(), free_port(), free_port()
     proj.ports = {"livekit": lk, "letta": letta, "agent": agent}
     proj.crash_file = tmp_path / "crash-once"
     proj.crash_always = tmp_path / "crash-always"
     proj.write_env(
-        LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
-        LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
-        AGENT_HTTP_PORT=str(agent),
-        WEB_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
+        **service_ports_env(lk, letta, agent),
         VOICECTL_LIVEKIT_CMD=standin_cmd(
             lk, "--crash-file", str(proj.crash_file),
             "--crash-always-file", str(proj.crash_always), "--children", "2",
@@ -46,10 +41,7 @@ def project(tmp_path):
         VOICECTL_MAX_FAST_CRASHES="3",
         VOICECTL_STOP_GRACE_SECONDS="3",
     )
-    yield proj
-    proj.run("down", timeout=60)
-    for proc in processes_matching(str(tmp_path)):
-        proc.kill()
+    return proj
 
 
 def test_up_status_down(project):
@@ -199,11 +191,7 @@ def test_agent_service_is_a_real_worker_registered_with_the_dev_livekit(project)
     lk, agent = project.ports["livekit"], project.ports["agent"]
     dev_server = f"{sys.executable} -m voicectl.livekit_dev --port {lk}"
     project.write_env(
-        LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
-        LETTA_SERVER_URL=f"http://127.0.0.1:{project.ports['letta']}",
-        AGENT_HTTP_PORT=str(agent),
-        WEB_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
+        **service_ports_env(lk, project.ports["letta"], agent),
         VOICECTL_LIVEKIT_CMD=dev_server,
         VOICECTL_LETTA_CMD=standin_cmd(project.ports["letta"]),
     )

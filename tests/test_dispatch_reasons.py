@@ -18,12 +18,13 @@ import uuid
 
 import pytest
 
-from tests.cli_project import (
+from tests.support.ports import free_port
+from tests.support.project import (
     Project,
-    base_env,
-    free_port,
+    new_project,
     processes_matching,
     standin_cmd,
+    stop_project,
     wait_for,
 )
 
@@ -35,8 +36,7 @@ KEY, SECRET = "mykey", "my-own-secret-0123456789-abcdefghijklmnop"
 
 
 def make_stack(root, *, target_load: str = "1.0", **extra: str) -> Project:
-    proj = Project(root, base_env(root / ".voicectl"))
-    proj.env["VOICECTL_DEV_TARGET_LOAD"] = target_load  # read by the embedded server
+    proj = new_project(root, VOICECTL_DEV_TARGET_LOAD=target_load)  # read by the embedded server
     lk, letta = free_port(), free_port()
     proj.ports = {"livekit": lk, "agent": free_port(), "web": free_port()}
     proj.write_env(
@@ -60,17 +60,11 @@ def make_stack(root, *, target_load: str = "1.0", **extra: str) -> Project:
     return proj
 
 
-def stop_stack(proj: Project) -> None:
-    proj.run("down", timeout=60)
-    for proc in processes_matching(str(proj.root)):
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     proj = make_stack(tmp_path_factory.mktemp("keys"))
     yield proj
-    stop_stack(proj)
+    stop_project(proj)
 
 
 def events(proj: Project, name: str) -> list[dict]:
@@ -208,4 +202,4 @@ def test_worker_at_full_load(tmp_path):
         assert status == 200 and why["cause"] == "full", why
         assert why["worker"]["load_limit"] == 0.0
     finally:
-        stop_stack(proj)
+        stop_project(proj)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.cli_project import REPO, Project, base_env
+from tests.support.project import REPO, new_project
 
 CHECK = "from voicectl.livekit_dev.hostnet import loopback_only_warning as w; print(w())"
 
@@ -36,7 +36,7 @@ def test_loopback_only_host_is_named_with_the_fix(tmp_path) -> None:
     paired = in_netns(f"{sys.executable} -c '{CHECK}'", veth=True)
     assert paired.stdout.strip() == "None", paired.stderr
 
-    proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
+    proj = new_project(tmp_path)
     proj.write_env(LIVEKIT_SERVER="embedded", LETTA_MODE="external")
     cmd = " ".join(f"{k}='{v}'" for k, v in proj.env.items())
     res = in_netns(f"cd {tmp_path} && env {cmd} {sys.executable} -m voicectl.cli doctor --json",

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from tests.cli_project import REPO, Project, base_env, free_port
+from tests.support.ports import free_port
+from tests.support.project import REPO, new_project
 
 
 def _run(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -46,7 +47,7 @@ def test_install_letta_skips_what_is_done(managed_letta):
 
 
 def test_external_letta_is_only_health_checked(tmp_path):
-    proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
+    proj = new_project(tmp_path)
     port = free_port()
     proj.env["LETTA_SERVER_URL"] = "https://letta.example.com"
     rows = {r["name"]: r for r in json.loads(proj.run("status", "--json").stdout)}

@@ -1,6 +1,6 @@
 """Managed Letta: a real Letta 0.16.8 on embedded PostgreSQL, pointed at the OpenAI stub.
 
-No Letta mocks: the session fixture `managed_letta` (tests/conftest_letta.py) installs Letta once
+No Letta mocks: the session fixture `managed_letta` (tests/conftest.py) installs Letta once
 into a cached venv and runs PostgreSQL and Letta as subprocesses the way the supervisor does.
 The tests in the second half share one agent and run in file order; the restart test is last.
 """
@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest_letta import TIMINGS, ManagedLetta
 from tests.fakes.openai_stub import StubHandle
+from tests.support.letta import TIMINGS, ManagedLetta
 from voicectl.letta import agents as letta_agents
+from voicectl.letta import health as letta_health
 from voicectl.letta import install as letta_install
 from voicectl.letta import postgres
 from voicectl.letta import server as letta_server
@@ -78,7 +79,7 @@ def test_server_env_isolates_home_and_openai(tmp_path: Path) -> None:
     assert paths.workdir.is_dir() and paths.letta_dir.is_dir()
     argv = letta_server.server_argv(paths.venv, "127.0.0.1", 8283)
     assert argv[1:] == ["server", "--host", "127.0.0.1", "--port", "8283"]
-    assert letta_server.health_url("http://h:1/") == "http://h:1/v1/health/"
+    assert letta_health.health_url("http://h:1/") == "http://h:1/v1/health/"
 
 
 def test_pick_model_handle() -> None:
@@ -150,8 +151,10 @@ def test_schema_is_idempotent(managed_letta: ManagedLetta) -> None:
 
 
 def test_health_endpoint(managed_letta: ManagedLetta) -> None:
-    assert letta_server.health(managed_letta.base_url) == {"version": "0.16.8", "status": "ok"}
-    assert not letta_server.is_healthy("http://127.0.0.1:9")
+    health = letta_health.check_health(managed_letta.base_url)
+    assert health.ok and health.document == {"version": "0.16.8", "status": "ok"}
+    assert health.detail == "letta 0.16.8 healthy"
+    assert not letta_health.check_health("http://127.0.0.1:9").ok
     assert (managed_letta.paths.workdir / "openapi_letta.json").exists()
     assert managed_letta.paths.letta_dir.is_dir()
 
@@ -198,7 +201,7 @@ async def test_the_agents_first_use_creates_the_same_agent_as_the_cli(
 ) -> None:
     """The worker's LettaAccess creates a missing agent from the same definition (round trip)."""
     from agent.clients.letta import LettaAccess, close_letta_clients
-    from agent.config import load_settings
+    from agent.config.loading import load_settings
     from agent.memory.letta_agent_spec import DEFAULT_PERSONA
 
     settings = load_settings(env_file=tmp_path / "absent.env", environ={
@@ -352,7 +355,7 @@ def test_restart_keeps_agent_and_memory(agent: dict[str, Any], managed_letta: Ma
                                         letta: Any) -> None:
     TIMINGS["letta_sigterm_stop_s"] = managed_letta.stop_letta()
     TIMINGS["postgres_sigint_stop_s"] = managed_letta.stop_postgres()
-    assert not letta_server.is_healthy(managed_letta.base_url)
+    assert not letta_health.check_health(managed_letta.base_url).ok
     assert not postgres.is_ready(managed_letta.paths.pg, managed_letta.pg_port)
 
     started = time.monotonic()

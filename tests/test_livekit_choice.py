@@ -16,9 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.config import load_settings
-from tests.cli_project import Project, base_env, free_port, processes_matching
-from voicectl.services.catalog import build_services, child_env
+from tests.support.ports import free_port
+from tests.support.project import Project
 
 KEY, SECRET = "key-under-test", "secret-under-test-0123456789abcdefXYZ"
 FAKE_VERSION = "1.9.9"
@@ -44,19 +43,16 @@ def write_fake_binary(path: Path, record: Path) -> Path:
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(make_project, tmp_path):
     """No livekit-server anywhere: PATH is our own bin directory and the system's."""
-    proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
+    proj = make_project(stop_at_end=True)
     proj.path_bin = tmp_path / "pathbin"
     proj.path_bin.mkdir()
     proj.env["PATH"] = f"{proj.path_bin}:/usr/bin:/bin"
     proj.lk_port = free_port()
     proj.write_env(LIVEKIT_URL=f"ws://127.0.0.1:{proj.lk_port}", LETTA_MODE="external",
                    LIVEKIT_API_KEY=KEY, LIVEKIT_API_SECRET=SECRET)
-    yield proj
-    proj.run("down", timeout=60)
-    for proc in processes_matching(str(tmp_path)):
-        proc.kill()
+    return proj
 
 
 def livekit_row(project: Project, **env: str) -> dict:
@@ -173,21 +169,6 @@ def test_up_runs_the_binary_with_keys_in_its_environment_only(project, tmp_path)
     assert doctor_check(project, "livekit credentials")["status"] == "ok"
 
 
-def test_embedded_spec_passes_keys_in_env_not_argv(tmp_path):
-    port = free_port()
-    env = {"LIVEKIT_URL": f"ws://127.0.0.1:{port}", "LIVEKIT_SERVER": "embedded",
-           "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET,
-           "VOICECTL_HOME": str(tmp_path / "h"), "LETTA_MODE": "external"}
-    settings = load_settings(tmp_path / ".env", environ=env)
-    spec = build_services(settings)["livekit"]
-    assert spec.argv == [sys.executable, "-m", "voicectl.livekit_dev", "--bind", "127.0.0.1",
-                         "--port", str(port)]
-    assert spec.env == {"LIVEKIT_KEYS": f"{KEY}: {SECRET}"}
-    assert child_env(settings, spec)["LIVEKIT_KEYS"] == f"{KEY}: {SECRET}"
-    assert spec.server is not None and spec.server.kind == "embedded"
-    assert spec.ports == [port]
-
-
 def test_up_runs_the_embedded_server_with_keys_in_its_environment(project):
     res = project.run("up", "livekit", check=True, timeout=120, env={"COLUMNS": "300"})
     assert "livekit: embedded dev server (no livekit-server binary found)" in res.stderr
@@ -200,15 +181,3 @@ def test_up_runs_the_embedded_server_with_keys_in_its_environment(project):
     assert doctor_check(project, "livekit credentials")["status"] == "ok"
 
 
-def test_status_names_the_server_that_runs_not_the_one_configured_now():
-    from voicectl.livekit.choice import LiveKitChoice, running_kind
-
-    binary = LiveKitChoice("binary", "PATH", argv=["/x/livekit-server"], path="/x/livekit-server")
-    embedded = LiveKitChoice("embedded", "no livekit-server binary found", argv=["py"])
-    started_embedded = [sys.executable, "-m", "voicectl.livekit_dev", "--port", "7880"]
-    assert running_kind(binary, started_embedded) == ("embedded", "")
-    assert running_kind(binary, ["/x/livekit-server", "--dev"]) == ("binary", "/x/livekit-server")
-    assert running_kind(embedded, ["/bin/sh", "/y/livekit-server", "--dev"]) == (
-        "binary", "/y/livekit-server")
-    assert running_kind(embedded, ["/opt/other-sfu"]) == ("command", "")
-    assert running_kind(embedded, started_embedded) == ("embedded", "")

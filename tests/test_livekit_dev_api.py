@@ -29,20 +29,20 @@ import pytest_asyncio
 from livekit import api, rtc
 from livekit.protocol import agent as agent_pb
 
-from tests.livekit_support import (
+from tests.support.livekit import (
     DEV_SERVER_CMD,
-    REPO_ROOT,
     DevLiveKit,
-    free_port,
     start_dev_livekit,
     wait_ready,
 )
+from tests.support.ports import free_port
+from tests.support.project import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
-WORKER_APP = REPO_ROOT / "tests" / "fakes" / "worker_app.py"
-SDK_SCRIPT = REPO_ROOT / "tests" / "web" / "server_sdk.mjs"
-SERVER_SDK = REPO_ROOT / "tests" / "web" / "node_modules" / "livekit-server-sdk"
+WORKER_APP = REPO / "tests" / "fakes" / "worker_app.py"
+SDK_SCRIPT = REPO / "tests" / "web" / "server_sdk.mjs"
+SERVER_SDK = REPO / "tests" / "web" / "node_modules" / "livekit-server-sdk"
 
 AVAILABILITY_TIMEOUT = 0.5
 EMPTY_TIMEOUT = 1.0
@@ -222,6 +222,19 @@ async def dispatch(
     async with client(lk) as lkapi:
         req = api.CreateAgentDispatchRequest(agent_name=name, room=room, metadata=metadata)
         return await lkapi.agent_dispatch.create_dispatch(req)
+
+
+async def offer_to_one_of_two(
+    lk: DevLiveKit, opened: list[RawWorker]
+) -> tuple[RawWorker, RawWorker, Any]:
+    """Two workers under one agent name, and a dispatch to it: the worker offered the job
+    first, the other one, and the job."""
+    name = agent_name()
+    a, _ = await new_worker(lk, opened, name)
+    b, _ = await new_worker(lk, opened, name)
+    await dispatch(lk, room_name(), name)
+    first, job = await first_offer(a, b)
+    return first, b if first is a else a, job
 
 
 # ------------------------------------------------------------------------- HTTP and Twirp
@@ -532,12 +545,7 @@ async def test_dispatch_is_offered_and_assigned(
 async def test_declined_job_goes_to_the_other_worker(
     lk: DevLiveKit, workers: list[RawWorker]
 ) -> None:
-    name = agent_name()
-    a, _ = await new_worker(lk, workers, name)
-    b, _ = await new_worker(lk, workers, name)
-    await dispatch(lk, room_name(), name)
-    first, job = await first_offer(a, b)
-    second = b if first is a else a
+    first, second, job = await offer_to_one_of_two(lk, workers)
     await first.answer(job, available=False)
     offered = (await second.recv()).availability.job
     assert offered.id == job.id
@@ -644,12 +652,8 @@ async def next_worker_takes_it(dev: DevLiveKit, other: RawWorker, job, first: Ra
 async def test_unanswered_offer_goes_to_the_next_worker(
     quick: DevLiveKit, workers: list[RawWorker]
 ) -> None:
-    name = agent_name()
-    a, _ = await new_worker(quick, workers, name)
-    b, _ = await new_worker(quick, workers, name)
-    await dispatch(quick, room_name(), name)
-    silent, job = await first_offer(a, b)  # it never answers
-    await next_worker_takes_it(quick, b if silent is a else a, job, silent, "timeout")
+    silent, other, job = await offer_to_one_of_two(quick, workers)  # silent never answers
+    await next_worker_takes_it(quick, other, job, silent, "timeout")
 
 
 async def test_unanswered_offer_to_the_only_worker_times_out(
@@ -666,14 +670,10 @@ async def test_unanswered_offer_to_the_only_worker_times_out(
 async def test_worker_that_disconnects_mid_offer_is_skipped(
     lk: DevLiveKit, workers: list[RawWorker]
 ) -> None:
-    name = agent_name()
-    a, _ = await new_worker(lk, workers, name)
-    b, _ = await new_worker(lk, workers, name)
-    await dispatch(lk, room_name(), name)
-    leaving, job = await first_offer(a, b)
+    leaving, other, job = await offer_to_one_of_two(lk, workers)
     await leaving.close()
     workers.remove(leaving)
-    await next_worker_takes_it(lk, b if leaving is a else a, job, leaving, "failed")
+    await next_worker_takes_it(lk, other, job, leaving, "failed")
 
 
 async def test_dispatch_without_worker_is_dropped_like_the_real_server(
@@ -816,7 +816,7 @@ async def test_delete_room_removes_its_participants(lk: DevLiveKit) -> None:
 
 def run_server(args: list[str], env: dict[str, str] | None = None,
                timeout: float = 15) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DEV_SERVER_CMD, *args], cwd=REPO_ROOT, capture_output=True,
+    return subprocess.run([*DEV_SERVER_CMD, *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env or dict(os.environ))
 
 
@@ -863,7 +863,7 @@ async def test_sigterm_with_a_worker_connected_exits_0(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "dev.log"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([*DEV_SERVER_CMD, "--port", str(port)], cwd=REPO_ROOT,
+        proc = subprocess.Popen([*DEV_SERVER_CMD, "--port", str(port)], cwd=REPO,
                                 stdout=log_file, stderr=log_file)
     handle = DevLiveKit(proc, "127.0.0.1", port, "devkey", "secret", log_path)
     try:
@@ -903,7 +903,7 @@ def real_worker(lk: DevLiveKit, tmp_path: Path) -> Iterator[tuple[str, int, Path
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "livekit.agents", "start", str(WORKER_APP)],
-            cwd=REPO_ROOT,
+            cwd=REPO,
             env=env,
             stdout=log_file,
             stderr=log_file,

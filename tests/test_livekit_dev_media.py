@@ -19,7 +19,7 @@ import pytest
 from livekit import api, rtc
 from livekit.rtc.participant import PublishTrackError
 
-from tests.livekit_support import DevLiveKit, start_dev_livekit
+from tests.support.livekit import DevLiveKit, start_dev_livekit
 
 pytestmark = [pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
               pytest.mark.timeout(120)]

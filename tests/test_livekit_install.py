@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_project import Project, base_env, free_port
-from voicectl.errors import EXIT_USAGE, UsageError
+from tests.support.ports import free_port
+from tests.support.project import Project
 from voicectl.livekit import install as lk
 
 VERSION = lk.LIVEKIT_VERSION
@@ -94,10 +94,8 @@ def release():
 
 
 @pytest.fixture
-def project(tmp_path, release):
-    env = base_env(tmp_path / ".voicectl")
-    env["VOICECTL_LIVEKIT_RELEASE_URL"] = release.url
-    return Project(tmp_path, env)
+def project(make_project, release):
+    return make_project({"VOICECTL_LIVEKIT_RELEASE_URL": release.url})
 
 
 def _bin(project: Project) -> Path:
@@ -115,24 +113,6 @@ def _one_line_error(res: subprocess.CompletedProcess, code: int = 1) -> str:
     assert len(lines) == 1, lines
     assert res.stdout == ""
     return lines[0].removeprefix("voicectl: error: ")
-
-
-def test_asset_names_follow_the_release_and_unsupported_platforms_exit_2():
-    v = VERSION
-    assert lk.asset_name("Linux", "x86_64") == f"livekit_{v}_linux_amd64.tar.gz"
-    assert lk.asset_name("Linux", "aarch64") == f"livekit_{v}_linux_arm64.tar.gz"
-    assert lk.asset_name("Linux", "arm64") == f"livekit_{v}_linux_arm64.tar.gz"
-    assert lk.asset_name("Linux", "armv7l") == f"livekit_{v}_linux_armv7.tar.gz"
-    assert lk.release_url() == f"https://github.com/livekit/livekit/releases/download/v{v}/"
-    assert lk.release_url("http://127.0.0.1:1/x") == "http://127.0.0.1:1/x/"
-    with pytest.raises(UsageError) as exc:
-        lk.asset_name("Darwin", "arm64")
-    assert exc.value.code == EXIT_USAGE
-    assert str(exc.value) == ("no livekit-server release for Darwin arm64 (LiveKit publishes "
-                              "Linux amd64, arm64 and armv7 builds); on macOS: brew install "
-                              "livekit")
-    with pytest.raises(UsageError, match=r"^no livekit-server release for Linux riscv64 \("):
-        lk.asset_name("Linux", "riscv64")
 
 
 def test_installs_runs_skips_and_force_redownloads(project, release):

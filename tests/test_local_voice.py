@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.local_support import (
+from tests.support.local import (
     LLM_HOME,
     PHRASES,
-    free_port,
     has_piper,
     local_env,
     missing_local,
@@ -34,6 +33,7 @@ from tests.local_support import (
     wait_ready,
     words,
 )
+from tests.support.ports import free_port
 
 _missing = missing_local()
 if _missing:
@@ -48,16 +48,15 @@ if speech_source() is None:
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download a model, here or in children
 
-from agent.config import load_settings  # noqa: E402
-from agent.local import (  # noqa: E402
+from agent.config.loading import load_settings  # noqa: E402
+from agent.config.local_mode import (  # noqa: E402
     EMBEDDING_DIM,
     EMBEDDING_MODEL,
     LOCAL_LLM_ALIAS,
-    build_stt,
-    build_tts,
-    gguf_path,
     with_local_mode,
 )
+from agent.local import gguf_path  # noqa: E402
+from agent.local.providers import build_stt, build_tts  # noqa: E402
 from agent.local.tts import TextChunker, speakable  # noqa: E402
 from voicectl.services.local import (  # noqa: E402
     embeddings_spec,
@@ -309,6 +308,7 @@ async def test_llm_service_reports_stream_usage(llm_server):
 
 def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
     """espeak-ng speech → VAD → whisper → brain → local LLM → TTS → a WAV that decodes."""
+    from voicectl.render.voice import say_report
     from voicectl.voice.say import run_say
 
     s = settings_for(tmp_path, LOCAL_LLM_PORT=str(llm_server["port"]),
@@ -316,10 +316,7 @@ def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
     phrase = PHRASES[-1]
     wav_in = speech_wav(phrase, tmp_path / "question.wav")
     wav_out = tmp_path / "reply.wav"
-    out, err = io.StringIO(), io.StringIO()
-    code = run_say(s, wav_in, wav_out, True, stdout=out, stderr=err)
-    assert code == 0, err.getvalue()
-    report = json.loads(out.getvalue())
+    report = json.loads(json.dumps(run_say(s, wav_in, wav_out).to_json()))
     assert words(report["transcript"]) == words(phrase)
     assert report["reply"].strip() and not report["fallback"], report
     assert report["path"] == "hybrid"
@@ -340,7 +337,7 @@ def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
     assert any(e["event"] == "turn" and e.get("source") == "say" for e in events)
 
     text = io.StringIO()
-    assert run_say(s, wav_in, None, False, stdout=text, stderr=err) == 0
+    say_report(run_say(s, wav_in, None), text)
     printed = text.getvalue()
     for label in ("end of speech", "transcript", "LLM first token", "TTS first audio", "total",
                   "voice to voice"):
@@ -348,17 +345,22 @@ def test_say_round_trip_speech_to_reply_wav(tmp_path, llm_server):
 
 
 def test_say_bad_input_and_no_llm(tmp_path):
+    from voicectl.errors import VoicectlError
     from voicectl.voice.say import run_say
 
     s = settings_for(tmp_path, LOCAL_LLM_PORT=str(free_port()))
-    err = io.StringIO()
-    assert run_say(s, tmp_path / "missing.wav", None, False, stderr=err) == 2
+    with pytest.raises(VoicectlError) as info:
+        run_say(s, tmp_path / "missing.wav", None)
+    assert info.value.code == 2
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
-    assert run_say(s, tmp_path / "bad.wav", None, False, stderr=err) == 2
+    with pytest.raises(VoicectlError) as info:
+        run_say(s, tmp_path / "bad.wav", None)
+    assert info.value.code == 2
     wav_in = speech_wav(PHRASES[0], tmp_path / "q.wav")
-    err = io.StringIO()
-    assert run_say(s, wav_in, None, False, stderr=err) == 1
-    assert "voicectl up llm" in err.getvalue()
+    with pytest.raises(VoicectlError) as info:
+        run_say(s, wav_in, None)
+    assert info.value.code == 1
+    assert "voicectl up llm" in str(info.value)
 
 
 def test_silence_is_no_turn(tmp_path, llm_server):
@@ -381,10 +383,11 @@ async def test_agent_session_runs_a_voice_turn_on_the_local_plugins(tmp_path, ll
     from livekit.agents import AgentSession
     from livekit.agents.voice import io as lk_io
 
-    from agent.brain.brain import Brain, VoiceAgent
+    from agent.brain.brain import Brain
     from agent.brain.runtime import AgentRuntime
     from agent.local.voice_turn import read_wav
     from agent.providers import build_session_llm, load_vad
+    from agent.voice_agent import VoiceAgent
 
     class Recording(lk_io.AudioInput):
         def __init__(self, pcm: np.ndarray) -> None:

@@ -12,8 +12,6 @@ import asyncio
 import json
 import math
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,33 +27,17 @@ import pytest_asyncio
 from agent import metrics
 from agent import resilience as r
 from agent.config import Settings
-from tests.agent_support import dead_url, make_settings, text_agent
-from tests.fakes.openai_stub import StubHandle, start_openai_stub
+from tests.fakes.openai_stub import StubHandle
+from tests.support.agent import make_settings, text_agent
+from tests.support.ports import dead_url
+from tests.support.project import REPO
 from voicectl.errors import VoicectlError
-from voicectl.metrics_view import Sample, fetch, normalize_url, parse, quantile, run_metrics
-
-REPO = Path(__file__).resolve().parents[1]
-DASHBOARD = REPO / "dashboards" / "voicectl-grafana.json"
+from voicectl.metrics_view import Sample, fetch, metrics_summary, normalize_url, parse
 
 pytestmark = pytest.mark.timeout(90)
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def stub_server() -> Iterator[StubHandle]:
-    handle = start_openai_stub()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture
-def stub(stub_server: StubHandle) -> StubHandle:
-    stub_server.reset()
-    return stub_server
 
 
 @pytest_asyncio.fixture(loop_scope="function")  # the test's own loop serves it
@@ -239,15 +221,16 @@ async def test_usage_tokens_and_cost_at_configured_prices(
 
 
 async def test_voicectl_metrics_prints_a_summary_of_the_live_endpoint(
-    settings: Settings, server: str, capsys: pytest.CaptureFixture[str]
+    settings: Settings, server: str
 ) -> None:
     from rich.console import Console
+
+    from voicectl.render.metrics import metrics_report
 
     async with text_agent(settings) as agent:
         metrics.attach_session_metrics(agent.session, settings)
         await agent.say("Hello")
-    assert await asyncio.to_thread(run_metrics, settings, server, True) == 0
-    doc = json.loads(capsys.readouterr().out)
+    doc = json.loads(json.dumps(await asyncio.to_thread(metrics_summary, settings, server)))
     assert doc["url"] == server
     assert doc["turns"]["total"] >= 1
     assert any(row["mode"] == "hybrid" and row["path"] == "hybrid" and row["count"] >= 1
@@ -261,7 +244,7 @@ async def test_voicectl_metrics_prints_a_summary_of_the_live_endpoint(
     assert "total" in doc["cost_usd"]
 
     console = Console(width=120, record=True, force_terminal=False)
-    assert await asyncio.to_thread(run_metrics, settings, server, False, console) == 0
+    metrics_report(await asyncio.to_thread(metrics_summary, settings, server), console)
     text = console.export_text()
     for word in ("turns", "hybrid", "TTFT", "circuits", "llm", "memory sync", "cost"):
         assert word in text
@@ -271,18 +254,10 @@ def test_voicectl_metrics_unreachable_is_one_line(tmp_path: Path) -> None:
     s = make_settings(tmp_path, llm_url=dead_url())
     url = dead_url() + "/metrics"
     with pytest.raises(VoicectlError) as info:
-        run_metrics(s, url)
+        metrics_summary(s, url)
     assert info.value.code == 1
     assert "\n" not in str(info.value) and url in str(info.value)
     assert normalize_url("127.0.0.1:9100") == "http://127.0.0.1:9100/metrics"
-
-
-def test_quantile_interpolates_like_histogram_quantile() -> None:
-    buckets = {10.0: 2.0, 20.0: 6.0, 50.0: 10.0, math.inf: 10.0}
-    assert quantile(0.5, buckets) == pytest.approx(17.5)  # rank 5: 3/4 of 10..20
-    assert quantile(0.95, buckets) == pytest.approx(46.25)
-    assert quantile(0.5, {10.0: 0.0, math.inf: 0.0}) is None
-    assert quantile(0.99, {10.0: 1.0, math.inf: 5.0}) == 10.0  # +Inf: the highest finite bound
 
 
 # --------------------------------------------------------------------------- several processes
@@ -295,7 +270,7 @@ home, url, turns, how = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.ar
 if how == "late":
     import livekit.agents  # noqa: F401  (imports prometheus_client first, as the worker's main)
 from agent import metrics
-from tests.agent_support import make_settings, text_agent
+from tests.support.agent import make_settings, text_agent
 
 settings = make_settings(home, llm_url=url)
 metrics.prepare_multiprocess(settings)
@@ -360,42 +335,21 @@ async def test_multiprocess_scrape_sums_every_process(
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[tuple[Any, Path, int]]:
     """`python -m agent start` against the LiveKit dev server; yields (it, state dir, port)."""
-    from tests.livekit_support import free_port, start_dev_livekit
+    from tests.support.livekit import start_dev_livekit
+    from tests.support.ports import free_port
+    from tests.support.worker import running_worker, worker_env
 
     fake = start_dev_livekit()
     home, port = tmp_path / "state", free_port()
     stale = home / "metrics" / "counter_999999999.db"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left over by an earlier run")
-    env = {
-        **{k: v for k, v in os.environ.items()
-           if not k.startswith(("LETTA_", "OPENAI_")) and k != metrics.MULTIPROC_ENV},
-        **fake.env(),
-        "VOICECTL_HOME": str(home),
-        "VOICECTL_ENV_FILE": str(tmp_path / "absent.env"),
-        "AGENT_HTTP_PORT": str(free_port()),
-        "METRICS_PORT": str(port),
-        "AGENT_LOAD_THRESHOLD": "0.99",
-        "OPENAI_BASE_URL": dead_url() + "/v1",
-        "LETTA_SERVER_URL": dead_url(),
-        "PYTHONPATH": str(REPO),
-    }
-    with (tmp_path / "worker.log").open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], cwd=REPO, env=env,
-                                stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    env = worker_env(fake, home, tmp_path / "absent.env", METRICS_PORT=str(port),
+                     **{metrics.MULTIPROC_ENV: None})
     try:
-        yield fake, home, port
+        with running_worker(env, tmp_path / "worker.log"):
+            yield fake, home, port
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(10)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
         fake.stop()
 
 
@@ -447,37 +401,3 @@ async def test_worker_serves_metrics_of_all_its_processes(
     samples = await wait_until(counted, 45.0)
     assert not value(samples, "voicectl_startup_failures_total", stage="connect")
 
-
-# --------------------------------------------------------------------------- dashboard
-
-
-def test_dashboard_references_only_metrics_the_agent_exposes() -> None:
-    import livekit.agents.telemetry.metrics  # noqa: F401 - registers livekit's families
-    from prometheus_client import REGISTRY
-
-    from agent.brain.runtime import DEPENDENCIES
-
-    dash = json.loads(DASHBOARD.read_text())
-    assert isinstance(dash["schemaVersion"], int) and dash["title"] and dash["uid"]
-    known = metrics.metric_names()
-    known |= {name for fam in REGISTRY.collect() if fam.name.startswith("lk_agents_")
-              for name in (fam.name, fam.name + "_bucket", fam.name + "_count",
-                           fam.name + "_sum")}
-    ids, referenced = set(), set()
-    for panel in dash["panels"]:
-        assert panel["id"] not in ids and {"x", "y", "w", "h"} <= set(panel["gridPos"])
-        ids.add(panel["id"])
-        assert panel["targets"], panel["title"]
-        for target in panel["targets"]:
-            names = re.findall(r"\b((?:livekit|voicectl|lk_agents)_[a-z_]+)\b", target["expr"])
-            assert names, target["expr"]
-            referenced.update(names)
-    assert referenced - known == set()
-    # the panels cover what the issue asks for
-    for name in ("voicectl_ttft_ms_bucket", "livekit_conversation_turns_total",
-                 "voicectl_fallbacks_total", "voicectl_circuit_state",
-                 "voicectl_memory_sync_backlog", "voicectl_memory_sync_lag_seconds",
-                 "livekit_cost_usd_total", "livekit_llm_duration_ms_bucket",
-                 "livekit_total_conversation_latency_ms_bucket"):
-        assert name in referenced
-    assert metrics.DEPENDENCIES == DEPENDENCIES

@@ -9,16 +9,15 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest_letta import free_port
 from tests.fakes.openai_stub import StubHandle, start_openai_stub
+from tests.support.ports import free_port
+from tests.support.project import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SEND_MESSAGE = {
     "type": "function",
     "function": {

@@ -9,8 +9,9 @@ import sys
 import pytest
 from livekit.api import TokenVerifier
 
-from tests.cli_project import Project, base_env, free_port, standin_cmd
-from tests.livekit_support import start_dev_livekit
+from tests.support.livekit import start_dev_livekit
+from tests.support.ports import free_port
+from tests.support.project import new_project, service_ports_env, standin_cmd
 from voicectl.logs import ttft
 
 
@@ -21,11 +22,8 @@ def dev_livekit():
 
 
 @pytest.fixture
-def project(tmp_path, dev_livekit):
-    proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
-    proj.env.update(dev_livekit.env())
-    proj.env["LETTA_MODE"] = "external"
-    return proj
+def project(make_project, dev_livekit):
+    return make_project({**dev_livekit.env(), "LETTA_MODE": "external"})
 
 
 def test_token_is_a_valid_join_token(project, dev_livekit):
@@ -143,15 +141,6 @@ def test_doctor_flags_dev_keys_on_public_bind(project):
             assert c["fix"], c
 
 
-def test_doctor_warns_when_the_log_scanner_is_not_built(monkeypatch):
-    from voicectl.doctor import check_log_scanner
-
-    monkeypatch.setitem(sys.modules, "voicectl.logs._turnscan", None)  # import fails as unbuilt
-    check = check_log_scanner()
-    assert check.status == "warn" and "14x slower" in check.detail
-    assert "python3-dev" in check.fix
-
-
 def test_doctor_names_the_holder_of_a_port(project, dev_livekit):
     """The dev server holds the LiveKit port, and it was not started by voicectl."""
     res = project.run("doctor", "--json")
@@ -174,17 +163,12 @@ def test_doctor_masks_keys(project):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
-    proj = Project(root, base_env(root / ".voicectl"))
     # a shared, busy machine: its CPU load often passes livekit-server's 0.7, when the
     # worker rightly gets no job (tests/test_dispatch_reasons.py covers that case)
-    proj.env["VOICECTL_DEV_TARGET_LOAD"] = "1.0"
+    proj = new_project(root, VOICECTL_DEV_TARGET_LOAD="1.0")
     lk, letta, agent = free_port(), free_port(), free_port()
     proj.write_env(
-        LIVEKIT_URL=f"ws://127.0.0.1:{lk}",
-        LETTA_SERVER_URL=f"http://127.0.0.1:{letta}",
-        AGENT_HTTP_PORT=str(agent),
-        WEB_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
+        **service_ports_env(lk, letta, agent),
         VOICECTL_LIVEKIT_CMD=f"{sys.executable} -m voicectl.livekit_dev --port {lk}",
         VOICECTL_LETTA_CMD=standin_cmd(letta),
         USE_HYBRID_STREAMING="true",

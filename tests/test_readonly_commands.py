@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_project import Project, base_env, free_port
+from tests.support.ports import free_port
+from tests.support.project import Project
 
 
 def _snapshot(root: Path) -> dict[str, object]:
@@ -25,8 +26,8 @@ def _snapshot(root: Path) -> dict[str, object]:
 
 
 @pytest.fixture(params=["fresh", "existing"])
-def project(request, tmp_path) -> Project:
-    proj = Project(tmp_path, base_env(tmp_path / ".voicectl"))
+def project(request, make_project) -> Project:
+    proj = make_project()
     proj.write_env(
         LIVEKIT_URL=f"ws://127.0.0.1:{free_port()}",
         LETTA_SERVER_URL=f"http://127.0.0.1:{free_port()}",  # loopback: managed Letta

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli_project import Project, wait_for
-from tests.local_support import PHRASES, missing_local, speech_source, speech_wav, words
-from tests.voice_support import VOICE_SERVICES, dev_state, project_settings, voice_project
+from tests.support.local import PHRASES, missing_local, speech_source, speech_wav, words
+from tests.support.project import Project, wait_for
+from tests.support.voice import VOICE_SERVICES, dev_state, project_settings, voice_project
 
 if missing_local() or speech_source() is None:  # `make test` installs both
     pytest.fail("voice tests need the `local` extra and espeak-ng: make install-test",

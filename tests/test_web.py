@@ -9,7 +9,6 @@ scripts/install_test_deps.sh.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -25,11 +24,11 @@ from typing import Any
 import pytest
 from livekit.api import TokenVerifier
 
-from tests.browser_support import run_browser
-from tests.cli_project import REPO, base_env, free_port
-from tests.livekit_support import DevLiveKit, start_dev_livekit
+from tests.support.browser import run_browser
+from tests.support.livekit import DevLiveKit, start_dev_livekit
+from tests.support.ports import dead_url, free_port
+from tests.support.project import base_env
 from voicectl.letta import agents as letta_agents
-from voicectl.web import STATIC_DIR
 from voicectl.web.probe import probe_web
 
 AGENT_NAME = "letta-voice-agent"
@@ -104,11 +103,6 @@ def start_web(livekit: dict[str, str], letta_url: str) -> WebConsole:
             raise AssertionError(f"web console did not start:\n{web.log()}")
         time.sleep(0.05)
     return web
-
-
-def dead_url(scheme: str = "http") -> str:
-    """A URL on a free port where nothing listens."""
-    return f"{scheme}://127.0.0.1:{free_port()}"
 
 
 def dispatches(fake: DevLiveKit, room: str) -> list[dict[str, Any]]:
@@ -323,17 +317,6 @@ def test_page_headers_lock_down_the_page(web_offline: WebConsole, fake_lk: DevLi
     status, _, headers = web_offline.call("GET", "/static/vendor/livekit-client.umd.js")
     assert status == 200 and "javascript" in headers["Content-Type"]
     assert web_offline.call("GET", "/static/../server.py")[0] in (403, 404)
-
-
-def test_vendored_livekit_client_is_the_recorded_release() -> None:
-    vendor = STATIC_DIR / "vendor"
-    info = dict(line.split(": ", 1) for line in
-                (vendor / "livekit-client.VERSION").read_text().splitlines())
-    digest = hashlib.sha256((vendor / "livekit-client.umd.js").read_bytes()).hexdigest()
-    assert digest == info["sha256"]
-    script = (REPO / "scripts" / "vendor_livekit_client.sh").read_text()
-    assert f"VERSION={info['version']}" in script
-    assert info["license"].startswith("Apache-2.0") and (vendor / "livekit-client.LICENSE").exists()
 
 
 # ------------------------------------------------------------------------- real Letta

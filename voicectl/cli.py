@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from agent.config import ConfigError, Settings, load_settings
+from agent.config import ConfigError, Settings
+from agent.config.loading import load_settings
 from voicectl.errors import EXIT_FAILED, EXIT_USAGE, UsageError, VoicectlError
 
 app = typer.Typer(
@@ -69,7 +70,7 @@ def up(
         "no cloud keys (sets LOCAL_MODE=true in .env).")] = False,
 ) -> None:
     """Start services (dependencies first) and wait until each is healthy."""
-    from voicectl.render.printer import Printer
+    from voicectl.render.progress import Printer, print_urls
     from voicectl.services.catalog import select
     from voicectl.supervise.stack import StartError
     from voicectl.supervise.stack import up as stack_up
@@ -93,11 +94,9 @@ def up(
     except StartError as exc:
         printer.failed(exc.service, str(exc))
         if exc.log_lines:
-            printer.note(f"last lines of {exc.service}'s log:")
-            for line in exc.log_lines:
-                printer.console.print(f"  {line}", markup=False, highlight=False)
+            printer.log_tail(exc.service, exc.log_lines)
         raise
-    _print_urls(s, specs, printer)
+    print_urls(printer, s, specs)
 
 
 def _enable_local_mode(s: Settings) -> Settings:
@@ -105,6 +104,7 @@ def _enable_local_mode(s: Settings) -> Settings:
     import os
 
     from voicectl.envfile import set_value
+    from voicectl.render.progress import local_mode_written
 
     if "LOCAL_MODE" in os.environ:
         raise UsageError("LOCAL_MODE is set in the environment, which overrides "
@@ -112,26 +112,14 @@ def _enable_local_mode(s: Settings) -> Settings:
     if s.env_file is None:
         raise UsageError("no .env file to record LOCAL_MODE in")
     set_value(s.env_file, "LOCAL_MODE", "true")
-    sys.stderr.write(f"local mode: LOCAL_MODE=true written to {s.env_file}\n")
+    local_mode_written(s.env_file)
     return settings()
-
-
-def _print_urls(s: Settings, specs: dict, printer) -> None:
-    printer.note("")
-    printer.note(f"LiveKit   {s.livekit_url}")
-    printer.note(f"Letta     {s.letta_server_url}" + ("" if s.letta_managed else " (external)"))
-    printer.note(f"Agent     {s.agent_name}  (health http://127.0.0.1:{s.agent_http_port}/)")
-    if "web" in specs:
-        printer.note(f"Console   http://{s.web_host}:{s.web_port}/")
-    if s.local_mode:
-        printer.note(f"LLM       {s.llm_base_url}  ({s.llm_model}, local)")
-    printer.note(f"Logs      voicectl logs -f    State  {s.home}")
 
 
 @app.command()
 def down(services: ServicesArg = None) -> None:
     """Stop services: SIGTERM to each process group, then SIGKILL after the grace period."""
-    from voicectl.render.printer import Printer
+    from voicectl.render.progress import Printer
     from voicectl.services.catalog import select
     from voicectl.supervise.stack import down as stack_down
 
@@ -159,7 +147,7 @@ def status(json_out: JsonOpt = False) -> None:
     if json_out:
         _out([r.to_json() for r in rows])
         return
-    from voicectl.render.tables import status_table
+    from voicectl.render.status import status_table
 
     status_table(rows)
 
@@ -167,13 +155,15 @@ def status(json_out: JsonOpt = False) -> None:
 @app.command()
 def config(json_out: JsonOpt = False) -> None:
     """The effective configuration, where each value came from; secrets masked."""
-    from voicectl.render.tables import config_rows, config_table
+    from voicectl.effective_config import config_rows
 
     s = settings()
     rows = config_rows(s)
     if json_out:
         _out(rows)
         return
+    from voicectl.render.config import config_table
+
     config_table(rows, s)
 
 
@@ -204,10 +194,8 @@ def logs(
     """Service logs (tail, follow, filter); --ttft and --circuit read the agent's event log."""
     from voicectl.logs.command import run_logs
 
-    code = run_logs(settings(), services or [], follow=follow, lines=lines, since=since,
-                    until=until, grep=grep, ttft=ttft, circuit=circuit, json_out=json_out)
-    if code:
-        raise typer.Exit(code)
+    run_logs(settings(), services or [], follow=follow, lines=lines, since=since, until=until,
+             grep=grep, ttft=ttft, circuit=circuit, json_out=json_out)
 
 
 @app.command()
@@ -218,11 +206,15 @@ def metrics(
     json_out: JsonOpt = False,
 ) -> None:
     """Summary of the agent's live Prometheus metrics: turns, TTFT, breakers, memory sync, cost."""
-    from voicectl.metrics_view import run_metrics
+    from voicectl.metrics_view import metrics_summary
 
-    code = run_metrics(settings(), url, json_out)
-    if code:
-        raise typer.Exit(code)
+    doc = metrics_summary(settings(), url)
+    if json_out:
+        _out(doc)
+        return
+    from voicectl.render.metrics import metrics_report
+
+    metrics_report(doc)
 
 
 @app.command()
@@ -232,12 +224,11 @@ def chat(
 ) -> None:
     """Talk to the agent's brain in the terminal (no LiveKit needed); /quit ends."""
     from agent.chat import run_chat
+    from voicectl.render.chat import ChatTranscript
 
     if mode not in (None, "hybrid", "letta"):
         raise UsageError(f"--mode takes hybrid or letta, not {mode!r}")
-    code = run_chat(settings(), sys.stdin, sys.stdout, mode=mode)
-    if code:
-        raise typer.Exit(code)
+    run_chat(settings(), sys.stdin, ChatTranscript(sys.stdout), mode=mode)
 
 
 @app.command()
@@ -250,7 +241,7 @@ def doctor(json_out: JsonOpt = False) -> None:
     if json_out:
         _out([c.to_json() for c in checks])
     else:
-        from voicectl.render.tables import doctor_table
+        from voicectl.render.doctor import doctor_table
 
         doctor_table(checks)
     if any(c.status == FAIL for c in checks):
@@ -271,9 +262,9 @@ def dispatch(
     json_out: JsonOpt = False,
 ) -> None:
     """Send the agent into a room (explicit dispatch); or --list / --delete dispatches."""
-    import time
-
     from voicectl.livekit import api as ops
+    from voicectl.livekit.agent_dispatch import dispatch_agent
+    from voicectl.render import livekit as show
 
     s = settings()
     ops.check_room(room)
@@ -284,42 +275,23 @@ def dispatch(
         if json_out:
             _out(rows)
         else:
-            for r in rows:
-                sys.stdout.write(f"{r['dispatch_id']}  {r['agent_name']}  jobs={r['jobs']}  "
-                                 f"{r['metadata']}\n")
-            if not rows:
-                sys.stdout.write(f"no dispatches in room {room}\n")
+            show.dispatch_list(rows, room)
         return
     if delete:
         result = ops.delete_dispatch(s, room, delete)
-        _out(result) if json_out else sys.stdout.write(f"deleted dispatch {delete}\n")
+        if json_out:
+            _out(result)
+        else:
+            show.dispatch_deleted(delete)
         return
     meta = ops.parse_metadata(metadata)
-    since = time.time()
-    result = ops.dispatch(s, room, agent_name or s.agent_name, meta, create_room)
-    failure = ""
-    if wait is not None:
-        from voicectl.livekit.dispatch_why import explain
-
-        job = ops.wait_for_job(s, room, since, wait)
-        result["accepted"] = bool(job and job.get("accepted"))
-        result["job_reason"] = job.get("reason", "") if job else ""
-        if not result["accepted"]:
-            why = explain(s, room, result["agent_name"], since)
-            result.update(cause=why["cause"], why=why["why"], worker=why["worker"])
-            failure = (f"no worker took the job for room {room!r} within {wait:g}s: "
-                       f"{why['why']}") if job is None else f"{why['why']} (room {room!r})"
+    sent = dispatch_agent(s, room, agent_name or s.agent_name, meta, create_room, wait)
     if json_out:
-        _out(result)
+        _out(sent.result)
     else:
-        existed = "existing room" if result["room_existed"] else (
-            "new room (created)" if result["room_created"] else "room did not exist yet")
-        sys.stdout.write(f"dispatched {result['agent_name']} to {result['room']} "
-                         f"({existed}): {result['dispatch_id']}\n")
-        if wait is not None and result["accepted"]:
-            sys.stdout.write("worker accepted the job\n")
-    if failure:
-        raise VoicectlError(failure)
+        show.dispatched(sent.result, waited=wait is not None)
+    if sent.failure:
+        raise VoicectlError(sent.failure)
 
 
 @app.command()
@@ -332,6 +304,7 @@ def token(
 ) -> None:
     """A join token for a browser or a test client."""
     from voicectl.livekit import api as ops
+    from voicectl.render.livekit import join_token
 
     s = settings()
     result = ops.join_token(s, ops.check_room(room), ops.check_identity(identity),
@@ -339,7 +312,7 @@ def token(
     if json_out:
         _out(result)
     else:
-        sys.stdout.write(result["token"] + "\n")
+        join_token(result)
 
 
 @app.command()
@@ -354,11 +327,14 @@ def say(
     json_out: JsonOpt = False,
 ) -> None:
     """One voice turn without LiveKit: VAD, STT, the brain and TTS on a recording, timed."""
+    from voicectl.render.voice import say_report
     from voicectl.voice.say import run_say
 
-    code = run_say(settings(), wav, out, json_out, realtime=not fast)
-    if code:
-        raise typer.Exit(code)
+    result = run_say(settings(), wav, out, realtime=not fast)
+    if json_out:
+        _out(result.to_json())
+    else:
+        say_report(result)
 
 
 @app.command()
@@ -379,12 +355,15 @@ def talk(
     json_out: JsonOpt = False,
 ) -> None:
     """A caller in a LiveKit room: speak a recording to the agent, hear it, measure it."""
+    from voicectl.render.voice import talk_report
     from voicectl.voice.talk import run_talk
 
-    code = run_talk(settings(), room, wav, out, json_out, agent_name=agent_name,
-                    dispatch=not no_dispatch, timeout=timeout)
-    if code:
-        raise typer.Exit(code)
+    doc = run_talk(settings(), room, wav, out, agent_name=agent_name, dispatch=not no_dispatch,
+                   timeout=timeout)
+    if json_out:
+        _out(doc)
+    else:
+        talk_report(doc)
 
 
 @app.command()
@@ -394,6 +373,7 @@ def hybrid(
 ) -> None:
     """Turn hybrid streaming on or off in .env (restarts a running agent), or show it."""
     from voicectl.hybrid import switch_hybrid
+    from voicectl.render.hybrid import hybrid_report
 
     if mode not in ("on", "off", "status"):
         raise UsageError(f"hybrid takes on, off or status, not {mode!r}")
@@ -401,8 +381,7 @@ def hybrid(
     if json_out:
         _out(report)
     else:
-        for line in report["lines"]:
-            sys.stdout.write(line + "\n")
+        hybrid_report(report)
 
 
 install_app = typer.Typer(help="Install components ahead of time.", no_args_is_help=True)
@@ -415,16 +394,15 @@ app.add_typer(letta_app, name="letta")
 @install_app.command("letta")
 def install_letta() -> None:
     """Install the managed Letta server (own venv) and initialise its Postgres."""
-    from rich.console import Console
-
     from voicectl.letta import managed as managed_letta
+    from voicectl.render.letta import InstallProgress
 
     s = settings()
     if not s.letta_managed:
         raise UsageError(f"Letta is external ({s.letta_server_url}): nothing to install")
-    console = Console(stderr=True, highlight=False)
-    managed_letta.install(s, lambda msg: console.print(f"… {msg}"))
-    console.print(f"✓ letta installed in {managed_letta.venv_path(s)}", style="green")
+    progress = InstallProgress()
+    managed_letta.install(s, progress.step)
+    progress.done(managed_letta.venv_path(s))
 
 
 @install_app.command("livekit")
@@ -434,48 +412,33 @@ def install_livekit(
 ) -> None:
     """Install the pinned livekit-server release into the state directory (checksum-verified)."""
     from voicectl.livekit import install as lk
+    from voicectl.render import livekit as show
 
     s = settings()
     asset = lk.asset_name()
-    progress = None if json_out or not sys.stderr.isatty() else _byte_progress(asset)
+    progress = None if json_out or not sys.stderr.isatty() else show.byte_progress(asset)
     report = lk.install(s.home, lk.release_url(s.livekit_release_url), force=force,
                         progress=progress, asset=asset)
     if progress is not None and report["downloaded"]:
-        sys.stderr.write("\n")
+        show.byte_progress_end()
     if json_out:
         _out(report)
-        return
-    already = "" if report["downloaded"] else "already "
-    sys.stdout.write(f"✓ livekit-server {report['version']} {already}installed at "
-                     f"{report['path']}\n")
-
-
-def _byte_progress(label: str):
-    """A progress callback redrawing one stderr line, at most once per MiB."""
-    last = [-1]
-
-    def show(done: int, total: int | None) -> None:
-        if done // 2**20 == last[0] and done != total:
-            return
-        last[0] = done // 2**20
-        of = f" / {total / 2**20:.1f}" if total else ""
-        sys.stderr.write(f"\r… {label} {done / 2**20:.1f}{of} MiB")
-        sys.stderr.flush()
-
-    return show
+    else:
+        show.livekit_installed(report)
 
 
 @letta_app.command("agents")
 def letta_agents(json_out: JsonOpt = False) -> None:
     """List the Letta server's agents."""
     from voicectl.letta import agents as la
+    from voicectl.letta.calls import letta_call
 
     s = settings()
-    agents = _letta_call(lambda: la.list_agents(s.letta_server_url, s.letta_api_key or None))
+    agents = letta_call(lambda: la.list_agents(s.letta_server_url, s.letta_api_key or None))
     if json_out:
         _out(agents)
         return
-    from voicectl.render.tables import agents_table
+    from voicectl.render.letta import agents_table
 
     agents_table(agents, s.letta_agent_id, s.letta_agent_name)
 
@@ -488,11 +451,13 @@ def letta_create(
     """Create a voice-ready Letta agent: persona and human memory, sleep-time compute."""
     from agent.memory import letta_agent_spec
     from voicectl.letta import agents as la
+    from voicectl.letta.calls import letta_call
+    from voicectl.render.letta import agent_created
 
     s = settings()
     if not name.strip():
         raise UsageError("the agent name must not be empty")
-    agent = _letta_call(lambda: la.create_voice_agent(
+    agent = letta_call(lambda: la.create_voice_agent(
         s.letta_server_url, s.letta_api_key or None, name,
         model=s.letta_llm_model,
         embedding_model=s.letta_embedding_model,
@@ -502,20 +467,8 @@ def letta_create(
     ))
     if json_out:
         _out(agent)
-        return
-    sys.stdout.write(f"created Letta agent {agent['name']} ({agent['id']})\n"
-                     f"use it: LETTA_AGENT_ID={agent['id']} in .env\n")
-
-
-def _letta_call(fn):
-    """Run a Letta client call; connection and API errors become one line."""
-    try:
-        return fn()
-    except VoicectlError:
-        raise
-    except Exception as exc:  # letta_client and httpx raise many kinds
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VoicectlError(f"letta: {type(exc).__name__}: {detail[:200]}") from None
+    else:
+        agent_created(agent)
 
 
 def main() -> None:

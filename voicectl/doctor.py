@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 import psutil
 
 from agent.config import LOOPBACK_HOSTS, Settings, mask
-from voicectl.services.catalog import ServiceSpec
+from voicectl.services.spec import ServiceSpec
+from voicectl.supervise.keepers import live_child, live_keeper
 from voicectl.supervise.ports import port_holder
-from voicectl.supervise.processes import live_child, live_keeper, process_tree_pids
+from voicectl.supervise.process_tree import process_tree_pids
 from voicectl.supervise.records import read_record
+from voicectl.supervise.states import ServiceState
 from voicectl.supervise.status import ServiceStatus, all_status
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -187,11 +189,11 @@ def check_ports(s: Settings, specs: dict[str, ServiceSpec]) -> list[Check]:
 def check_services(rows: list[ServiceStatus]) -> list[Check]:
     out = []
     for r in rows:
-        if r.state == "running":
+        if r.state == ServiceState.RUNNING:
             out.append(Check(f"service {r.name}", OK, r.health))
-        elif r.state == "stopped":
+        elif r.state == ServiceState.STOPPED:
             out.append(Check(f"service {r.name}", WARN, "stopped", f"voicectl up {r.name}"))
-        elif r.state == "starting":
+        elif r.state == ServiceState.STARTING:
             out.append(Check(f"service {r.name}", WARN, f"starting: {r.health}",
                              "wait, then run voicectl doctor again"))
         else:
@@ -294,8 +296,8 @@ def run_checks(s: Settings, specs: dict[str, ServiceSpec]) -> list[Check]:
               *check_letta_install(s),
               *check_keys(s), *check_ports(s, specs), *check_services(rows)]
     slow: list[Callable[[], Check]] = [
-        lambda: check_livekit_api(s, state.get("livekit") == "running"),
-        lambda: check_letta_agent(s, state.get("letta") == "running"),
+        lambda: check_livekit_api(s, state.get("livekit") == ServiceState.RUNNING),
+        lambda: check_letta_agent(s, state.get("letta") == ServiceState.RUNNING),
         lambda: check_duplicate_workers(s),
     ]
     with ThreadPoolExecutor(max_workers=len(slow)) as pool:

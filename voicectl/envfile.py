@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import read_env_file
+from agent.config.loading import read_env_file
 from voicectl.errors import UsageError, VoicectlError
 
 ENCODING = "utf-8"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from agent.config import Settings, load_settings
+from agent.config import Settings
+from agent.config.loading import load_settings
 from agent.events import find_since
 from voicectl.envfile import get_value, set_value
 from voicectl.errors import UsageError
-from voicectl.supervise.processes import live_child, process_tree_pids
+from voicectl.supervise.keepers import live_child
+from voicectl.supervise.process_tree import process_tree_pids
 from voicectl.supervise.records import read_record
 
 KEY = "USE_HYBRID_STREAMING"
@@ -66,7 +68,7 @@ def switch_hybrid(s: Settings, mode: str, services: Callable[[Settings], dict]) 
 
 
 def _restart_agent(s: Settings, specs: dict) -> None:
-    from voicectl.render.printer import Printer
+    from voicectl.render.progress import Printer
     from voicectl.supervise.stack import down, up
 
     with Printer() as printer:

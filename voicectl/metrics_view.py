@@ -1,16 +1,14 @@
-"""`voicectl metrics`: a readable summary of the agent's live Prometheus endpoint.
+"""`voicectl metrics`: a summary of the agent's live Prometheus endpoint.
 
 Fetches `/metrics` (stdlib HTTP), parses it with prometheus_client's parser (imported when
-used: the CLI starts fast) and prints turns, TTFT percentiles per mode (estimated from the
+used: the CLI starts fast) and sums up turns, TTFT percentiles per mode (estimated from the
 histogram buckets as Prometheus' histogram_quantile does), the latency breakdown, breaker
 states, fallbacks, the memory-sync backlog and lag, usage and cost.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -22,8 +20,6 @@ from urllib.parse import urlsplit, urlunsplit
 from voicectl.errors import UsageError, VoicectlError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from agent.config import Settings
 
 FETCH_TIMEOUT = 5.0
@@ -212,83 +208,15 @@ def _max_by(samples: Iterable[Sample], name: str, *keys: str) -> dict[tuple[str,
     return out
 
 
-# --------------------------------------------------------------------------- printing
-
-_STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "red"}
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-
-
-def render(doc: dict[str, Any], console: Console) -> None:
-    from rich.table import Table
-
-    def section(title: str) -> Table:
-        return Table(title=title, title_justify="left", title_style="bold", box=None,
-                     header_style="dim", pad_edge=False)
-
-    t = doc["turns"]
-    console.print(f"[bold]agent metrics[/]  {doc['url']}", highlight=False)
-    console.print(f"turns {t['total']} ({t['fallback']} with a fallback) · active conversations "
-                  f"{doc['active_conversations']}", highlight=False)
-    if t["by_mode_path"]:
-        table = section("turns by mode / path")
-        for col in ("MODE", "PATH", "TURNS", "FALLBACK"):
-            table.add_column(col, justify="right" if col in ("TURNS", "FALLBACK") else "left")
-        for row in t["by_mode_path"]:
-            table.add_row(row["mode"], row["path"], str(row["count"]), str(row["fallback"]))
-        console.print(table)
-    rows = [(f"TTFT {mode}", s) for mode, s in doc["ttft_ms"].items()]
-    rows += [(LATENCY[key][1], s) for key, s in doc["latency_ms"].items()]
-    if rows:
-        table = section("latency (ms)")
-        for col in ("", "COUNT", "P50", "P95", "MEAN"):
-            table.add_column(col, justify="left" if not col else "right")
-        for label, s in rows:
-            table.add_row(label, str(s["count"]), _ms(s["p50"]), _ms(s["p95"]), _ms(s["mean"]))
-        console.print(table)
-    circuits = " · ".join(f"{dep} [{_STATE_STYLE.get(st, '')}]{st}[/]"
-                          for dep, st in doc["circuits"].items()) or "-"
-    console.print(f"circuits   {circuits}", highlight=False)
-    fallbacks = ", ".join(f"{f['reason']} ({f['stage']}) {f['count']}"
-                          for f in doc["fallbacks"]) or "none"
-    console.print(f"fallbacks  {fallbacks}", highlight=False)
-    ms = doc["memory_sync"]
-    console.print(f"memory sync  backlog {ms['backlog']} · lag {ms['lag_seconds']:.1f} s · "
-                  f"delivered {ms['delivered']} · failed {ms['failed']}", highlight=False)
-    u = doc["usage"]
-    console.print(f"usage  LLM {u['llm_input_tokens']:,} in / {u['llm_output_tokens']:,} out "
-                  f"tokens · STT {u['stt_audio_seconds']:.1f} s audio · TTS "
-                  f"{u['tts_characters']:,} chars", highlight=False)
-    cost = doc["cost_usd"]
-    parts = ", ".join(f"{k} ${v:.4f}" for k, v in cost.items() if k != "total")
-    console.print(f"cost   ${cost['total']:.4f}" + (f" ({parts})" if parts else ""),
-                  highlight=False)
-    if doc["jobs"]:
-        jobs = ", ".join(f"{k} {v}" for k, v in doc["jobs"].items())
-        console.print(f"jobs   {jobs}", highlight=False)
-
-
-def run_metrics(settings: Settings, url: str | None = None, json_out: bool = False,
-                console: Console | None = None) -> int:
-    """Fetch, summarise and print the agent's metrics; 0 on success.
+def metrics_summary(settings: Settings, url: str | None = None) -> dict[str, Any]:
+    """The summary of the agent's live metrics, with the `url` it was read from.
 
     An unreachable or unreadable endpoint raises VoicectlError (the CLI prints one line and
     exits 1).
     """
     target = normalize_url(url) if url else default_url(settings)
-    doc = {"url": target, **summarize(parse(fetch(target)))}
-    if json_out:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return 0
-    if console is None:
-        from rich.console import Console
-
-        console = Console()
-    render(doc, console)
-    return 0
+    return {"url": target, **summarize(parse(fetch(target)))}
 
 
-__all__ = ["default_url", "fetch", "histogram", "normalize_url", "parse",
-           "quantile", "run_metrics", "summarize"]
+__all__ = ["LATENCY", "default_url", "fetch", "histogram", "metrics_summary", "normalize_url",
+           "parse", "quantile", "summarize"]

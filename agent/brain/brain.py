@@ -9,27 +9,29 @@
 - when a path fails the other serves (hybrid → letta, letta → direct LLM); when both fail, a
   validated fallback sentence. An optional filler from a small model can speak first.
 
-`VoiceAgent` plugs the brain into livekit-agents as an `llm_node` override.
+`agent.voice_agent.VoiceAgent` plugs the brain into livekit-agents as its `llm_node`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from livekit.agents import Agent, llm
-from livekit.agents.voice.agent import ModelSettings
+from livekit.agents import llm
 
+from agent.brain.primed import (
+    PRERESPONSE_MAX_TOKENS,
+    PRERESPONSE_PROMPT,
+    PrimedStream,
+    prime,
+)
+from agent.brain.turn import DIRECT, FALLBACK, HYBRID, LETTA, Turn
 from agent.config import Settings
 from agent.resilience import (
     CIRCUIT_OPEN,
-    EMPTY,
     INTERRUPTED,
     RATE_LIMITED,
     UNAVAILABLE,
@@ -51,115 +53,13 @@ DEFAULT_INSTRUCTIONS = (
     "spoken sentences, plain text only: no lists, markdown or emoji. Use what you remember "
     "about the user naturally."
 )
-PRERESPONSE_PROMPT = (
-    "You produce the first few words a voice assistant says while it thinks about its answer. "
-    "Reply with a brief natural acknowledgement of two to five words, such as 'Let me think.' "
-    "or 'Good question.'. Never answer the question and never ask one."
-)
-PRERESPONSE_MAX_TOKENS = 16
-
-# Path names (the `path` of `turn` events).
-HYBRID = "hybrid"
-LETTA = "letta"
-DIRECT = "direct"
-FALLBACK = "fallback"
 
 
 def instructions_for(settings: Settings) -> str:
     return settings.agent_instructions or DEFAULT_INSTRUCTIONS
 
 
-# --------------------------------------------------------------------------- primed streams
-
-
-class PrimedStream:
-    """A reply stream whose opening text has arrived and is a plausible reply start."""
-
-    def __init__(
-        self,
-        head: str,
-        rest: AsyncIterator[str],
-        *,
-        on_close: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self.head = head
-        self.rest = rest
-        self._on_close = on_close
-        self.exhausted = False
-        #: the token counts the source reported ({"prompt_tokens", "completion_tokens"})
-        self.usage: Callable[[], dict[str, int] | None] = lambda: None
-
-    async def aclose(self) -> None:
-        aclose = getattr(self.rest, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
-        if self._on_close is not None:
-            on_close, self._on_close = self._on_close, None
-            with contextlib.suppress(Exception):
-                await on_close()
-
-
-async def prime(
-    source: AsyncIterator[str], *, on_close: Callable[[], Awaitable[None]] | None = None
-) -> PrimedStream:
-    """Read `source` until its text could stand as a reply (≥3 chars with a letter or digit).
-
-    Raises DependencyError(EMPTY) when the stream ends before that.
-    """
-    parts: list[str] = []
-    size = 0
-    try:
-        async for delta in source:
-            if not delta:
-                continue
-            parts.append(delta)
-            size += len(delta)
-            if size >= 3:
-                head = "".join(parts)
-                if validate_reply(head):
-                    return PrimedStream(head, source, on_close=on_close)
-    except BaseException:
-        await PrimedStream("", source, on_close=on_close).aclose()
-        raise
-    head = "".join(parts)
-    stream = PrimedStream(head, source, on_close=on_close)
-    stream.exhausted = True
-    if validate_reply(head):
-        return stream
-    await stream.aclose()
-    raise DependencyError(EMPTY, "the reply was empty or had no words")
-
-
-# --------------------------------------------------------------------------- turn bookkeeping
-
-
-@dataclass
-class Turn:
-    """What happened in one reply."""
-
-    mode: str
-    user_text: str
-    otid: str = field(default_factory=lambda: f"turn-{uuid.uuid4()}")
-    started: float = field(default_factory=time.perf_counter)
-    path: str = FALLBACK
-    first_at: float | None = None
-    main_first_at: float | None = None
-    text: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    fallback: bool = False
-    fallback_reason: str | None = None
-    preresponse: bool = False
-    letta_tried: bool = False
-    interrupted: bool = False
-    usage: dict[str, int] | None = None  # tokens the LLM stream reported, when it did
-
-    def ms(self, at: float | None) -> float | None:
-        return None if at is None else round((at - self.started) * 1000, 2)
-
-
-def _letta_retry(err: DependencyError) -> bool:
-    return err.kind == RATE_LIMITED
+# --------------------------------------------------------------------------- chat context
 
 
 def last_user_text(chat_ctx: llm.ChatContext) -> str:
@@ -186,6 +86,10 @@ def history_messages(chat_ctx: llm.ChatContext, limit: int) -> list[dict[str, st
 
 
 # --------------------------------------------------------------------------- the brain
+
+
+def _letta_retry(err: DependencyError) -> bool:
+    return err.kind == RATE_LIMITED
 
 
 class Brain:
@@ -476,36 +380,9 @@ class Brain:
             self.runtime.memory.refresh_soon()
 
 
-# --------------------------------------------------------------------------- the livekit agent
-
-
-class VoiceAgent(Agent):
-    """The livekit Agent whose `llm_node` is the Brain (it streams its own text)."""
-
-    def __init__(self, brain: Brain, **kwargs: Any) -> None:
-        super().__init__(instructions=instructions_for(brain.settings), **kwargs)
-        self.brain = brain
-
-    def llm_node(
-        self,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool],
-        model_settings: ModelSettings,
-    ) -> AsyncIterator[str]:
-        return self.brain.reply(chat_ctx)
-
-
 __all__ = [
     "Brain",
-    "DIRECT",
-    "FALLBACK",
-    "HYBRID",
-    "LETTA",
-    "PrimedStream",
-    "Turn",
-    "VoiceAgent",
     "history_messages",
     "instructions_for",
     "last_user_text",
-    "prime",
 ]

@@ -12,24 +12,22 @@ import contextlib
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent.brain.turn import Turn
 from agent.clients.letta import LettaAccess, close_letta_clients
 from agent.clients.llm import LLMClient, close_llm_clients
 from agent.config import Settings
 from agent.events import EventWriter
 from agent.memory.cache import CoreMemoryCache
-from agent.memory.sync import OUTBOX_NAME, MemorySync, Outbox, OutboxTurn
+from agent.memory.outbox import Outbox, OutboxTurn
+from agent.memory.sync import MemorySync
 from agent.providers import brain_llm, reasoning_kwargs
 from agent.resilience import CLOSED, HALF_OPEN, CircuitBreaker, cancel_task, classify
-
-if TYPE_CHECKING:  # pragma: no cover
-    from agent.brain.brain import Turn
 
 log = logging.getLogger("agent.runtime")
 
 DEPENDENCIES = ("llm", "letta", "preresponse")
-MEMORY_SNAPSHOT_NAME = "memory_blocks.json"
 
 #: Live runtimes per event loop: the pooled clients close with the last one.
 _live: dict[int, int] = {}
@@ -59,7 +57,7 @@ class AgentRuntime:
         self.room = room  # the LiveKit room of this job: turn events name it
         self.pending_at_close = 0
         self._own_events = events is None
-        self.events = events if events is not None else EventWriter(settings.events_path)
+        self.events = events if events is not None else EventWriter(settings.paths.events)
         self.breakers: dict[str, CircuitBreaker] = {
             name: CircuitBreaker(
                 name,
@@ -77,9 +75,9 @@ class AgentRuntime:
             breaker=self.breakers["letta"],
             refresh_seconds=settings.memory_refresh_seconds,
             timeout=settings.request_timeout_seconds,
-            snapshot_path=settings.home / MEMORY_SNAPSHOT_NAME,
+            snapshot_path=settings.paths.memory_snapshot,
         )
-        self.outbox = Outbox(settings.home / OUTBOX_NAME)
+        self.outbox = Outbox(settings.paths.outbox)
         self.sync = MemorySync(
             self.outbox,
             send=self._send_turn,

@@ -21,8 +21,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agent.config import load_settings
-from agent.local import EMBEDDING_MODEL
+from agent.config.loading import load_settings
+from agent.config.local_mode import EMBEDDING_MODEL
 
 MAX_INPUTS = 2048
 MAX_BODY = 32 * 1024 * 1024

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings, load_settings
+from agent.config import Settings
+from agent.config.loading import load_settings
+from agent.config.local_mode import LOCAL_LLM_ALIAS
 from agent.local import (
-    LOCAL_LLM_ALIAS,
     LocalModelError,
     gguf_path,
     is_bundled_gguf,

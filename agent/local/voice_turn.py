@@ -148,7 +148,7 @@ def build_stt(settings: Settings) -> stt.STT:
     from agent.local import LOCAL_STT_PROVIDERS
 
     if settings.stt_provider.lower() in LOCAL_STT_PROVIDERS:
-        from agent.local import build_stt as local_stt
+        from agent.local.providers import build_stt as local_stt
 
         return local_stt(settings)
     from agent.providers import build_stt as provider_stt
@@ -161,7 +161,7 @@ def build_tts(settings: Settings) -> tts.TTS:
     from agent.local import LOCAL_TTS_PROVIDERS
 
     if settings.tts_provider.lower() in LOCAL_TTS_PROVIDERS:
-        from agent.local import build_tts as local_tts
+        from agent.local.providers import build_tts as local_tts
 
         return local_tts(settings)
     from agent.providers import build_tts as provider_tts

@@ -88,7 +88,7 @@ def embedding_endpoint(settings: Settings) -> str | None:
     (OPENAI_BASE_URL or OpenAI)."""
     if not settings.local_mode:
         return None
-    from agent.local import embeddings_url
+    from agent.config.local_mode import embeddings_url
 
     return embeddings_url(settings)
 

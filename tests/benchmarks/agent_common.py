@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,15 +17,10 @@ from pathlib import Path
 
 import aiohttp
 
-from agent.config import Settings, load_settings
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from agent.config import Settings
+from agent.config.loading import load_settings
+from tests.support.ports import free_port
+from tests.support.project import REPO
 
 
 @contextlib.contextmanager

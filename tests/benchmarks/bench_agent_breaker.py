@@ -17,8 +17,9 @@ import urllib.request
 
 from livekit.agents import llm
 
-from agent.brain.brain import FALLBACK, Brain
+from agent.brain.brain import Brain
 from agent.brain.runtime import AgentRuntime
+from agent.brain.turn import FALLBACK
 from agent.chat import start_text_session
 from agent.resilience import OPEN, validate_reply
 from tests.benchmarks.agent_common import bench_settings, ms, stub_process

@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 from tests.benchmarks.common import median, percentile
-from tests.local_support import (
+from tests.support.local import (
     LLM_HOME,
-    free_port,
     local_env,
     local_unavailable,
     speech_source,
@@ -35,6 +34,7 @@ from tests.local_support import (
     stop_server,
     wait_ready,
 )
+from tests.support.ports import free_port
 
 RUNS = 7
 UTTERANCE = "Good morning, how are you today?"
@@ -65,7 +65,7 @@ def main() -> int:
         print(f"skipped: {why}")
         return 0
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from agent.config import load_settings
+    from agent.config.loading import load_settings
     from agent.local.voice_turn import read_wav
     from voicectl.services.local import probe_llm
 

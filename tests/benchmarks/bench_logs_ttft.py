@@ -147,8 +147,9 @@ def voicectl_argv() -> list[str]:
                            capture_output=True, check=False)
     if probe.returncode == 0:
         return [sys.executable, "-m", "voicectl.cli", "logs", "--ttft", "--json"]
-    code = ("import sys; from agent.config import load_settings; from voicectl.logs.command import "
-            "run_logs; sys.exit(run_logs(load_settings(), ttft=True, json_out=True))")
+    code = ("import sys; from agent.config.loading import load_settings; "
+            "from voicectl.logs.command import run_logs; "
+            "sys.exit(run_logs(load_settings(), ttft=True, json_out=True))")
     return [sys.executable, "-c", code]
 
 

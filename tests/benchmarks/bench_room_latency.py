@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.benchmarks.common import median, percentile
-from tests.local_support import local_unavailable, speech_wav, words
+from tests.support.local import local_unavailable, speech_wav, words
 
 TURNS = 10
 QUESTION = "Can you remind me to call my mother tomorrow morning?"
@@ -99,7 +99,7 @@ def hold_call(proj, room: str) -> subprocess.Popen:
 
 
 async def _hold(env_file: str, room: str) -> None:
-    from agent.config import load_settings
+    from agent.config.loading import load_settings
     from voicectl.voice.caller import Caller
 
     settings = load_settings(env_file=Path(env_file))
@@ -179,8 +179,8 @@ async def transport_onsets(settings, count: int) -> list[float]:
 
 def reconfigure(proj, line: str) -> None:
     """Add a setting to the project's .env, restart the agent, wait until it is at ease."""
-    from tests.cli_project import wait_for
-    from tests.voice_support import dev_state
+    from tests.support.project import wait_for
+    from tests.support.voice import dev_state
 
     with (proj.root / ".env").open("a") as env:
         env.write(line + "\n")
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ["HF_HUB_OFFLINE"] = "1"
     from agent.local.voice_turn import read_wav
-    from tests.voice_support import VOICE_SERVICES, project_settings, voice_project
+    from tests.support.voice import VOICE_SERVICES, project_settings, voice_project
 
     root = Path(tempfile.mkdtemp(prefix="bench-room-"))
     # every turn's prompt is the system prompt and this question, in the room and in say:

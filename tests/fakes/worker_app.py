@@ -2,7 +2,7 @@
 
 Run it as LiveKit users do, with LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET pointing at
 the dev server (``python -m voicectl.livekit_dev``; tests start it with
-``tests.livekit_support.start_dev_livekit``)::
+``tests.support.livekit.start_dev_livekit``)::
 
     python -m livekit.agents start tests/fakes/worker_app.py
 

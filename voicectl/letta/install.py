@@ -168,7 +168,7 @@ def install_letta(
 
 def schema_script() -> Path:
     """The schema script, run by file path with Letta's interpreter (it cannot import voicectl)."""
-    return Path(__file__).resolve().parent / "letta_schema.py"
+    return Path(__file__).resolve().parent / "schema.py"
 
 
 def ensure_schema(

@@ -1,4 +1,4 @@
-"""How to run the managed Letta 0.16.8 server: paths, command, environment, health.
+"""How to run the managed Letta 0.16.8 server: paths, command, environment.
 
 State layout under VOICECTL_HOME (see `letta_paths`):
     letta/venv/   Letta's own virtual environment (letta_install)
@@ -7,20 +7,19 @@ State layout under VOICECTL_HOME (see `letta_paths`):
     letta/run/    the server's working directory (it writes openapi_letta.json there)
 
 The supervisor runs `server_argv(...)` with `server_env(...)` from `server_cwd(...)`, probes
-`health_url(...)`, and stops it with SIGTERM, escalating to SIGKILL after `STOP_TIMEOUT`
-(with background runs in flight it can ignore SIGTERM).
+its health (letta/health.py), and stops it with SIGTERM, escalating to SIGKILL after
+`STOP_TIMEOUT` (with background runs in flight it can ignore SIGTERM).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.state_paths import StatePaths
 from voicectl.letta.install import letta_executable
 
 DEFAULT_HOST = "127.0.0.1"
@@ -54,7 +53,7 @@ class LettaPaths:
 
 def letta_paths(state_dir: Path | str) -> LettaPaths:
     """The layout under a state directory (VOICECTL_HOME)."""
-    root = Path(state_dir).absolute() / "letta"
+    root = StatePaths(Path(state_dir).absolute()).letta
     return LettaPaths(root=root, venv=root / "venv", pg=root / "pg", home=root / "home",
                       workdir=root / "run")
 
@@ -104,37 +103,3 @@ def server_env(
     if openai_base_url and not openai_api_key:
         env["OPENAI_API_KEY"] = "sk-local"  # an OpenAI-compatible endpoint still wants a key
     return env
-
-
-def health_url(base_url: str) -> str:
-    """The readiness URL (the trailing slash matters: without it Letta answers 307)."""
-    return base_url.rstrip("/") + "/v1/health/"
-
-
-def health(base_url: str, timeout: float = 2.0) -> dict[str, object] | None:
-    """The health document ({"version": "0.16.8", "status": "ok"}) or None if not healthy."""
-    import urllib.request  # lazily: it costs ~70 ms of CLI start-up
-
-    try:
-        with urllib.request.urlopen(health_url(base_url), timeout=timeout) as resp:  # noqa: S310
-            if resp.status != 200:
-                return None
-            data = json.loads(resp.read() or b"null")
-    except (OSError, ValueError):  # URLError is an OSError
-        return None
-    return data if isinstance(data, dict) and data.get("status") == "ok" else None
-
-
-def is_healthy(base_url: str, timeout: float = 2.0) -> bool:
-    """True when GET /v1/health/ answers 200 with status ok."""
-    return health(base_url, timeout) is not None
-
-
-def wait_healthy(base_url: str, timeout: float = 90.0, interval: float = 0.25) -> float:
-    """Poll until healthy; return the seconds waited. Raises TimeoutError."""
-    started = time.monotonic()
-    while not is_healthy(base_url, timeout=min(2.0, interval * 8)):
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"Letta at {base_url} not healthy after {timeout:.0f} s")
-        time.sleep(interval)
-    return time.monotonic() - started

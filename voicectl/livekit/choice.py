@@ -90,18 +90,18 @@ def find_binary(settings: Settings) -> tuple[str | None, str]:
     places = [(settings.livekit_server_bin, "LIVEKIT_SERVER_BIN" if explicit else "PATH")]
     if settings.livekit_server_bin != BINARY_NAME:
         places.append((BINARY_NAME, "PATH"))
-    places.append((str(settings.home / "bin" / BINARY_NAME), "state dir"))
+    places.append((str(settings.paths.bin / BINARY_NAME), "state dir"))
     for program, where in places:
         path = _which(program, settings.project_dir)
         if path:
             return path, where
     looked = [f"LIVEKIT_SERVER_BIN {settings.livekit_server_bin!r}"] if explicit else []
-    return None, ", ".join([*looked, "PATH", str(settings.home / "bin")])
+    return None, ", ".join([*looked, "PATH", str(settings.paths.bin)])
 
 
 def choose(settings: Settings) -> LiveKitChoice:
     """Decide which LiveKit server this configuration runs (no process is started)."""
-    from voicectl.services.catalog import command_override
+    from voicectl.services.overrides import command_override
 
     port = str(settings.livekit_port)
     override = command_override(settings, "livekit")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from agent.state_paths import StatePaths
 from voicectl.errors import UsageError, VoicectlError
 
 # v1.13.5: the newest tag of github.com/livekit/livekit (version/version.go says 1.13.5). Its
@@ -68,7 +69,7 @@ def release_url(override: str = "", version: str = LIVEKIT_VERSION) -> str:
 
 
 def binary_path(home: Path) -> Path:
-    return home / "bin" / BINARY_NAME
+    return StatePaths(home).bin / BINARY_NAME
 
 
 def installed(home: Path, version: str = LIVEKIT_VERSION) -> dict[str, Any] | None:

@@ -18,20 +18,21 @@ import logging
 import random
 import struct
 import time
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.api.access_token import AccessToken, VideoGrants
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import agent_dispatch as dispatch_pb
+from livekit.protocol import models as models_pb
 
 from voicectl.livekit_dev.config import AGENT_TOKEN_TTL_S
 from voicectl.livekit_dev.ids import new_id
 
 if TYPE_CHECKING:
-    from voicectl.livekit_dev.rooms import Room
-    from voicectl.livekit_dev.server import DevServer
-    from voicectl.livekit_dev.workers import WorkerSession
+    from voicectl.livekit_dev.config import DevConfig
+    from voicectl.livekit_dev.rooms import Room, RoomRegistry
 
 log = logging.getLogger("livekit-dev.dispatch")
 
@@ -47,6 +48,37 @@ AGENT_NAME_ATTRIBUTE = "lk.agent_name"
 
 class WorkerClosedError(Exception):
     """The worker's WebSocket closed while the server waited on it."""
+
+
+class WorkerLink(Protocol):
+    """A registered worker as dispatch sees it (workers.WorkerLink): a protocol, so that
+    the worker endpoint may import this module without this one importing it back."""
+
+    id: str
+    api_key: str
+    agent_name: str
+    job_type: int
+    status: int
+    load: float
+    permissions: models_pb.ParticipantPermission
+    running: set[str]
+    pending: dict[str, asyncio.Future[agent_pb.AvailabilityResponse]]
+
+    async def send(self, msg: agent_pb.ServerMessage) -> None: ...
+
+
+class DispatchHost(Protocol):
+    """What dispatch asks of the server (server.DevServer)."""
+
+    config: DevConfig
+    rooms: RoomRegistry
+
+    @property
+    def workers(self) -> Mapping[str, WorkerLink]: ...
+
+    def spawn(self, coro: Awaitable[Any]) -> None: ...
+
+    def changed(self) -> None: ...
 
 
 @dataclass
@@ -93,7 +125,7 @@ class Job:
 class Dispatcher:
     """Dispatches and jobs of the whole server; workers come from ``server.workers``."""
 
-    def __init__(self, server: DevServer, rng: random.Random | None = None) -> None:
+    def __init__(self, server: DispatchHost, rng: random.Random | None = None) -> None:
         self.server = server
         self.dispatches: dict[str, Dispatch] = {}
         self.jobs: dict[str, Job] = {}
@@ -142,7 +174,7 @@ class Dispatcher:
         job.state, job.terminated = "success", True  # pkg/agent: TerminateJob → JS_SUCCESS
         log.info("job terminated id=%s worker=%s", job.proto.id, job.worker_id)
 
-    def redispatch_for(self, worker: WorkerSession) -> None:
+    def redispatch_for(self, worker: WorkerLink) -> None:
         """Dev-only option: relaunch dispatches that found no worker, for a new matching one."""
         for dispatch in self.dispatches.values():
             if dispatch.outcome == "no_worker" and dispatch.proto.agent_name == worker.agent_name:
@@ -170,7 +202,7 @@ class Dispatcher:
 
     def candidates(
         self, agent_name: str, job_type: int, attempted: set[str]
-    ) -> list[WorkerSession]:
+    ) -> list[WorkerLink]:
         """Workers that may be offered this job now: same name and type, available, below 0.7."""
         return [
             w for w in self.server.workers.values()
@@ -181,7 +213,7 @@ class Dispatcher:
 
     def select_worker(
         self, agent_name: str, job_type: int, attempted: set[str]
-    ) -> WorkerSession | None:
+    ) -> WorkerLink | None:
         """One candidate at random, weighted by (1 − load), as the server's selector does."""
         found = self.candidates(agent_name, job_type, attempted)
         if not found:
@@ -203,7 +235,7 @@ class Dispatcher:
         return "every available worker was tried"
 
     async def assign(
-        self, job: agent_pb.Job, dispatch: Dispatch | None, only: WorkerSession | None = None
+        self, job: agent_pb.Job, dispatch: Dispatch | None, only: WorkerLink | None = None
     ) -> str:
         """Offer a job to one worker after another until one accepts; return the outcome."""
         attempted: set[str] = set()
@@ -234,7 +266,7 @@ class Dispatcher:
             # declined, timed out or the worker went away: the next worker gets its chance
 
     async def offer(
-        self, worker: WorkerSession, job: agent_pb.Job, record: Job, dispatch: Dispatch | None
+        self, worker: WorkerLink, job: agent_pb.Job, record: Job, dispatch: Dispatch | None
     ) -> str:
         """AvailabilityRequest → AvailabilityResponse → JobAssignment, within the deadline."""
         now = time.time_ns()
@@ -271,7 +303,7 @@ class Dispatcher:
 
     async def _assign(
         self,
-        worker: WorkerSession,
+        worker: WorkerLink,
         job: agent_pb.Job,
         record: Job,
         answer: agent_pb.AvailabilityResponse,
@@ -296,7 +328,7 @@ class Dispatcher:
         return "accepted"
 
     def agent_token(
-        self, worker: WorkerSession, room: str, identity: str,
+        self, worker: WorkerLink, room: str, identity: str,
         answer: agent_pb.AvailabilityResponse,
     ) -> str:
         """protocol/agent BuildAgentToken, signed with the key the worker connected with."""

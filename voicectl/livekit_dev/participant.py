@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.protocol import models as models_pb
+from livekit.protocol import rtc as rtc_pb
 
 if TYPE_CHECKING:
     from voicectl.livekit_dev.media import AudioFanout
     from voicectl.livekit_dev.peers import PublisherPeer, SubscriberPeer
-    from voicectl.livekit_dev.signaling import SignalConnection
+
+
+
+class SignalLink(Protocol):
+    """A participant's signal connection, as the server uses it (signaling.SignalConnection)."""
+
+    async def send(self, msg: rtc_pb.SignalResponse) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 KINDS = {
     "": models_pb.ParticipantInfo.STANDARD,
@@ -63,7 +73,7 @@ class Participant:
     pending: dict[str, TrackPub] = field(default_factory=dict)  # by cid
     #: media whose AddTrackRequest has not come yet (by cid): published when it does
     orphans: dict[str, Any] = field(default_factory=dict)
-    signal: SignalConnection | None = None
+    signal: SignalLink | None = None
     publisher: PublisherPeer | None = None
     subscriber: SubscriberPeer | None = None
     #: track sids this participant receives, and the ones it turned off (UpdateSubscription)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMsgType, web
 from google.protobuf.message import DecodeError
@@ -25,8 +25,8 @@ from voicectl.livekit_dev.config import PING_TIMEOUT_S
 from voicectl.livekit_dev.ids import now_ms
 
 if TYPE_CHECKING:
+    from voicectl.livekit_dev.config import DevConfig
     from voicectl.livekit_dev.participant import Participant
-    from voicectl.livekit_dev.server import DevServer
 
 log = logging.getLogger("livekit-dev.signal")
 
@@ -35,6 +35,33 @@ CORS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Allow-Methods": "GET, OPTIONS",
 }
+
+
+class SignalingHost(Protocol):
+    """What signaling asks of the server (server.DevServer): a protocol, so that the server
+    may import this module without this one importing it back."""
+
+    config: DevConfig
+
+    async def join(self, auth: Auth, conn: SignalConnection, *, auto_subscribe: bool,
+                   client_protocol: int, sdk: str) -> Participant | None: ...
+
+    async def disconnect(self, p: Participant, reason: int, *, notify: bool = True,
+                         can_reconnect: bool = False) -> None: ...
+
+    async def add_track(self, p: Participant, req: rtc_pb.AddTrackRequest) -> None: ...
+
+    async def mute_track(self, p: Participant, track_sid: str, muted: bool) -> None: ...
+
+    async def publisher_renegotiated(self, p: Participant) -> None: ...
+
+    async def subscriber_answered(self, p: Participant, track_sids: set[str]) -> None: ...
+
+    async def update_subscription(self, p: Participant, req: rtc_pb.UpdateSubscription
+                                  ) -> None: ...
+
+    async def update_metadata(self, p: Participant, req: rtc_pb.UpdateParticipantMetadata
+                              ) -> None: ...
 
 
 class SignalConnection:
@@ -73,7 +100,7 @@ def _int(value: str | None) -> int:
 class Signaling:
     """The ``/rtc`` handlers; what a message does to the room is the server's."""
 
-    def __init__(self, server: DevServer) -> None:
+    def __init__(self, server: SignalingHost) -> None:
         self.server = server
 
     async def not_found_v1(self, request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -24,9 +24,33 @@ from livekit.protocol import room as room_pb
 from voicectl.livekit_dev.auth import PERMISSION_DENIED, Auth, AuthError, authenticate
 
 if TYPE_CHECKING:
-    from voicectl.livekit_dev.server import DevServer
+    from voicectl.livekit_dev.config import DevConfig
+    from voicectl.livekit_dev.dispatch import Dispatcher
+    from voicectl.livekit_dev.participant import Participant
+    from voicectl.livekit_dev.rooms import Room, RoomRegistry
 
 log = logging.getLogger("livekit-dev.twirp")
+
+
+class TwirpHost(Protocol):
+    """What the server API asks of the server (server.DevServer): a protocol, so that the
+    server may import this module without this one importing it back."""
+
+    config: DevConfig
+    rooms: RoomRegistry
+    dispatcher: Dispatcher
+
+    def changed(self) -> None: ...
+
+    def ensure_room(self, name: str, req: room_pb.CreateRoomRequest | None = None) -> Room: ...
+
+    async def close_room(self, room: Room,
+                         reason: int = models_pb.DisconnectReason.ROOM_CLOSED) -> None: ...
+
+    async def broadcast_room_update(self, room: Room) -> None: ...
+
+    async def disconnect(self, p: Participant, reason: int, *, notify: bool = True,
+                         can_reconnect: bool = False) -> None: ...
 
 TWIRP_STATUS = {
     "canceled": 408, "unknown": 500, "invalid_argument": 400, "malformed": 400,
@@ -107,7 +131,7 @@ def _encode(msg: Message, content_type: str) -> web.Response:
 class TwirpAPI:
     """The HTTP handlers of both services, over the server's rooms and dispatches."""
 
-    def __init__(self, server: DevServer) -> None:
+    def __init__(self, server: TwirpHost) -> None:
         self.server = server
         rs, ds = "livekit.RoomService", "livekit.AgentDispatchService"
         self.handlers: dict[tuple[str, str], tuple[type[Message], Handler]] = {

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 from google.protobuf import json_format
@@ -26,13 +27,27 @@ from voicectl.livekit_dev.config import (
     SERVER_VERSION,
     SIGNAL_PROTOCOL,
 )
-from voicectl.livekit_dev.dispatch import WorkerClosedError
+from voicectl.livekit_dev.dispatch import Dispatcher, WorkerClosedError
 from voicectl.livekit_dev.ids import new_id, now_ms
 
 if TYPE_CHECKING:
-    from voicectl.livekit_dev.server import DevServer
+    from voicectl.livekit_dev.config import DevConfig
 
 log = logging.getLogger("livekit-dev.workers")
+
+
+class WorkerHost(Protocol):
+    """What the worker endpoint asks of the server (server.DevServer): a protocol, so that
+    the server may import this module without this one importing it back."""
+
+    config: DevConfig
+    node_id: str
+    dispatcher: Dispatcher
+    workers: dict[str, WorkerSession]
+
+    def spawn(self, coro: Awaitable[Any]) -> None: ...
+
+    def changed(self) -> None: ...
 
 HEARTBEAT_S = 10.0
 JOB_STATUS_NAMES = {
@@ -93,7 +108,7 @@ def _default_permissions() -> models_pb.ParticipantPermission:
 class WorkerHub:
     """Serves ``/agent`` connections; registered workers live in ``server.workers``."""
 
-    def __init__(self, server: DevServer) -> None:
+    def __init__(self, server: WorkerHost) -> None:
         self.server = server
         self.sessions: set[WorkerSession] = set()
 

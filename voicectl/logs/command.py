@@ -7,9 +7,7 @@ time) or, for JSON lines, their `timestamp`; a line without one takes its older 
 
 from __future__ import annotations
 
-import functools
 import heapq
-import json
 import re
 import sys
 import threading
@@ -18,9 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from voicectl.errors import UsageError
+from voicectl.render.logs import LogLineWriter, LogOutput
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,26 +30,6 @@ DEFAULT_LINES = 50
 DEFAULT_ROWS = 20
 MAX_UNTIMED = 2000  # lines read past the last wanted one looking for a time to inherit
 POLL_SECONDS = 0.25
-_COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93")
-
-HELP = {
-    "services": "Services whose logs to show (livekit, postgres, letta, agent, web); "
-                "all with a log file when none given.",
-    "follow": "Keep printing new lines (across log rotation and truncation) until Ctrl-C.",
-    "lines": "Lines per service to show, or turns with --ttft, transitions with --circuit: "
-             "a number or 'all' (default: 50 lines, 20 turns, all transitions; all lines "
-             "with --since/--until).",
-    "since": "Only from this time on: a duration back from now (30s, 10m, 2h, 1d, 1h30m) or "
-             "an ISO time (2026-11-21T13:05, local time unless it has an offset).",
-    "until": "Only before this time (same forms as --since).",
-    "grep": "Only service log lines matching this regular expression (Python syntax).",
-    "ttft": "Time to first token per turn from the event log: the last turns (-n) and count, "
-            "p50, p95, p99, max per mode over every turn in the window.",
-    "circuit": "The circuit breaker's transitions from the event log, per dependency, with how "
-               "long each open period lasted.",
-    "json": "One JSON document on stdout (with --follow: one JSON object per line). --ttft: "
-            "turns (the last -n of the window), stats per mode over the whole window, skipped.",
-}
 
 
 # -- input
@@ -252,7 +231,7 @@ def _known_services() -> tuple[str, ...]:
 
 
 def log_dir(settings: Settings) -> Path:
-    return settings.home / "logs"
+    return settings.paths.logs
 
 
 def select_services(settings: Settings, names: Sequence[str]) -> list[str]:
@@ -268,72 +247,21 @@ def select_services(settings: Settings, names: Sequence[str]) -> list[str]:
     return [n for n in known if n in present] + [n for n in present if n not in known]
 
 
-class Printer:
-    """Writes service lines: `name | line` with a colour per service, or JSON."""
-
-    def __init__(self, out: TextIO, names: Sequence[str], prefix: bool, colour: bool,
-                 json_lines: bool) -> None:
-        self.out, self.prefix, self.json_lines = out, prefix, json_lines
-        width = max((len(n) for n in names), default=0)
-        self.labels = {
-            n: (f"\x1b[{_COLOURS[i % len(_COLOURS)]}m{n:<{width}} |\x1b[0m " if colour
-                else f"{n:<{width}} | ")
-            for i, n in enumerate(names)
-        }
-
-    def line(self, ln: LogLine) -> None:
-        if self.json_lines:
-            self.out.write(json.dumps(ln.to_json(), ensure_ascii=False) + "\n")
-        else:
-            self.out.write((self.labels.get(ln.service, "") if self.prefix else "") + ln.text
-                           + "\n")
-
-
 def _merged(per_service: list[list[LogLine]]) -> list[LogLine]:
     return list(heapq.merge(*per_service, key=lambda ln: ln.ts if ln.ts is not None else 0.0))
 
 
-@dataclass
-class Output:
-    """Where results go: `out` for data, `console` for tables (made when first used: JSON
-    output never imports rich), `err` for notes."""
-
-    out: TextIO
-    err: TextIO
-    given_console: Console | None = None
-
-    @functools.cached_property
-    def console(self) -> Console:
-        if self.given_console is not None:
-            return self.given_console
-        from rich.console import Console
-
-        return Console(file=self.out, highlight=False)
-
-    def note(self, message: str) -> None:
-        self.err.write(message + "\n")
-        self.err.flush()
-
-    def doc(self, doc: object) -> None:
-        self.out.write(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
-
-    def json_line(self, doc: object) -> None:
-        self.out.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
-        self.out.flush()
-
-
 def service_logs(settings: Settings, names: Sequence[str], query: Query, follow: bool,
-                 json_out: bool, io: Output, stop: threading.Event | None,
-                 poll: float) -> int:
+                 json_out: bool, io: LogOutput, stop: threading.Event | None,
+                 poll: float) -> None:
     from voicectl.logs.follow import Follower
 
     selected = select_services(settings, names)
     logs = log_dir(settings)
     if follow and not names:
         selected = list(dict.fromkeys([*selected, *_known_services()]))
-    colour = not json_out and io.console.color_system is not None
-    printer = Printer(io.out, selected, prefix=len(selected) > 1 or not names, colour=colour,
-                      json_lines=json_out and follow)
+    writer = io.line_writer(selected, prefix=len(selected) > 1 or not names, json_out=json_out,
+                            json_lines=json_out and follow)
     if not selected or not any((logs / f"{n}.log").exists() for n in selected):
         io.note(f"no service logs in {logs} yet" + (": waiting" if follow else ""))
     per_service, followers = [], {}
@@ -346,16 +274,15 @@ def service_logs(settings: Settings, names: Sequence[str], query: Query, follow:
     lines = _merged(per_service)
     if json_out and not follow:
         io.doc([ln.to_json() for ln in lines])
-        return 0
+        return
     for ln in lines:
-        printer.line(ln)
-    io.out.flush()
+        writer.line(ln)
+    io.flush()
     if follow:
-        _follow_services(followers, query, printer, io, stop, poll)
-    return 0
+        _follow_services(followers, query, writer, io, stop, poll)
 
 
-def _follow_services(followers: dict, query: Query, printer: Printer, io: Output,
+def _follow_services(followers: dict, query: Query, writer: LogLineWriter, io: LogOutput,
                      stop: threading.Event | None, poll: float) -> None:
     last_ts: dict[str, float | None] = {}
 
@@ -366,11 +293,11 @@ def _follow_services(followers: dict, query: Query, printer: Printer, io: Output
                 ts = line_time(text) or last_ts.get(name) or time.time()
                 last_ts[name] = ts
                 if query.matches(text):
-                    printer.line(LogLine(name, ts, text))
+                    writer.line(LogLine(name, ts, text))
             for note in follower.notes:
                 io.note(f"voicectl: {note}")
             follower.notes.clear()
-        io.out.flush()
+        io.flush()
 
     _loop(tick, stop, poll)
     for follower in followers.values():
@@ -394,75 +321,38 @@ def _loop(tick: Callable[[], None], stop: threading.Event | None, poll: float) -
 # -- the event log: --ttft
 
 
-def _fmt_time(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _fmt_ms(value: object) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _no_event_log(path: Path, json_out: bool, io: LogOutput, empty: dict[str, Any]) -> None:
+    """Say that the agent has written no event log yet (in the --json document too)."""
+    note = f"no event log at {path} (the agent writes it once it runs)"
+    io.note(note)
+    if json_out:
+        io.doc({**empty, "note": note})
 
 
 def ttft_view(settings: Settings, query: Query, limit: int | None, follow: bool,
-              json_out: bool, io: Output, stop: threading.Event | None, poll: float) -> int:
+              json_out: bool, io: LogOutput, stop: threading.Event | None, poll: float) -> None:
     from voicectl.logs import ttft
 
     path = settings.events_path
     if not path.exists() and not follow:
-        note = f"no event log at {path} (the agent writes it once it runs)"
-        io.note(note)
-        if json_out:
-            io.doc({"turns": [], "stats": {}, "skipped": 0, "total": 0, "note": note})
-        return 0
+        _no_event_log(path, json_out, io, {"turns": [], "stats": {}, "skipped": 0, "total": 0})
+        return
     report = ttft.turn_report(path, query.since, query.until, limit,
-                              cache=settings.home / "cache" / "ttft.bin")
+                              cache=settings.paths.ttft_cache)
     rows = ttft.turn_rows(report.rows)
     stats = report.hist.stats()
     if report.hist.skipped:
         io.note(f"skipped {report.hist.skipped} unreadable lines")
     if follow:
         for row in rows:
-            io.json_line(row) if json_out else io.out.write(_turn_line(row) + "\n")
-        return _follow_events(path, "turn", io, json_out, stop, poll, report.span[1])
+            io.turn(row, json_out)
+        _follow_events(path, "turn", io, json_out, stop, poll, report.span[1])
+        return
     if json_out:
         io.doc({"turns": rows, "stats": stats, "skipped": report.hist.skipped,
                 "total": report.hist.turns, "since": query.since, "until": query.until})
-        return 0
-    _ttft_tables(rows, stats, report.hist.turns, io)
-    return 0
-
-
-def _turn_line(row: dict) -> str:
-    fallback = "fallback" if row.get("fallback") else ""
-    return (f"{_fmt_time(row['ts'])}  {row['mode']:<7} {str(row.get('path') or '-'):<9} "
-            f"ttft {_fmt_ms(row['ttft_ms']):>8} ms  total {_fmt_ms(row.get('total_ms')):>8} ms"
-            f"  {fallback}").rstrip()
-
-
-def _ttft_tables(rows: list[dict], stats: dict, total: int, io: Output) -> None:
-    from rich.table import Table
-
-    if not total:
-        io.console.print("no turns in the event log for this window")
         return
-    turns = Table(title=f"Turns (last {len(rows)} of {total})", title_justify="left")
-    for name, justify in (("time", "left"), ("mode", "left"), ("path", "left"),
-                          ("TTFT ms", "right"), ("total ms", "right"), ("fallback", "left")):
-        turns.add_column(name, justify=justify)
-    for r in rows:
-        turns.add_row(_fmt_time(r["ts"]), r["mode"], str(r.get("path") or "-"),
-                      _fmt_ms(r["ttft_ms"]), _fmt_ms(r.get("total_ms")),
-                      "yes" if r.get("fallback") else "")
-    if rows:
-        io.console.print(turns)
-    table = Table(title="TTFT per mode (ms, every turn in the window)", title_justify="left")
-    for name in ("mode", "count", "p50", "p95", "p99", "max", "no TTFT"):
-        table.add_column(name, justify="left" if name == "mode" else "right")
-    for mode, s in stats.items():
-        table.add_row(mode, str(s["count"]), *(_fmt_ms(s[k]) for k in ("p50", "p95", "p99", "max")),
-                      str(s["no_ttft"]))
-    io.console.print(table)
+    io.ttft_tables(rows, stats, report.hist.turns)
 
 
 # -- the event log: --circuit
@@ -531,14 +421,11 @@ def circuit_timeline(records: list[dict], now: float) -> list[dict]:
 
 
 def circuit_view(settings: Settings, query: Query, limit: int | None, follow: bool,
-                 json_out: bool, io: Output, stop: threading.Event | None, poll: float) -> int:
+                 json_out: bool, io: LogOutput, stop: threading.Event | None, poll: float) -> None:
     path = settings.events_path
     if not path.exists() and not follow:
-        note = f"no event log at {path} (the agent writes it once it runs)"
-        io.note(note)
-        if json_out:
-            io.doc({"transitions": [], "skipped": 0, "note": note})
-        return 0
+        _no_event_log(path, json_out, io, {"transitions": [], "skipped": 0})
+        return
     records, skipped = read_circuit(path, query.since, query.until) if path.exists() else ([], 0)
     rows = circuit_timeline(records, min(time.time(), query.until or time.time()))
     if limit is not None:
@@ -547,52 +434,19 @@ def circuit_view(settings: Settings, query: Query, limit: int | None, follow: bo
         io.note(f"skipped {skipped} unreadable lines")
     if follow:
         for row in rows:
-            io.json_line(row) if json_out else io.out.write(_circuit_line(row) + "\n")
+            io.transition(row, json_out)
         size = path.stat().st_size if path.exists() else 0
-        return _follow_events(path, "circuit", io, json_out, stop, poll, size)
+        _follow_events(path, "circuit", io, json_out, stop, poll, size)
+        return
     if json_out:
         io.doc({"transitions": rows, "skipped": skipped, "since": query.since,
                 "until": query.until})
-        return 0
-    _circuit_tables(rows, io)
-    return 0
-
-
-def _open_text(row: dict) -> str:
-    if "open_s" not in row:
-        return ""
-    return f"{row['open_s']:.1f}s" + (" so far" if row.get("still_open") else "")
-
-
-def _circuit_line(row: dict) -> str:
-    text = (f"{_fmt_time(row['ts'])}  {row['dependency']}: {row['from']} → {row['to']}"
-            f" (failures {row['failures']})")
-    opened = _open_text(row)
-    if "after_open_s" in row:
-        text += f"  (after {row['after_open_s']:.1f}s open)"
-    return f"{text}  open {opened}" if opened else text
-
-
-def _circuit_tables(rows: list[dict], io: Output) -> None:
-    from rich.table import Table
-
-    if not rows:
-        io.console.print("no circuit transitions in the event log")
         return
-    for dep in dict.fromkeys(r["dependency"] for r in rows):
-        table = Table(title=f"circuit: {dep}", title_justify="left")
-        for name in ("time", "transition", "failures", "open for"):
-            table.add_column(name, justify="right" if name == "failures" else "left")
-        for r in (r for r in rows if r["dependency"] == dep):
-            style = {"open": "red", "half_open": "yellow", "closed": "green"}.get(r["to"], "")
-            table.add_row(_fmt_time(r["ts"]), f"[{style}]{r['from']} → {r['to']}[/]"
-                          if style else f"{r['from']} → {r['to']}", str(r["failures"]),
-                          _open_text(r))
-        io.console.print(table)
+    io.circuit_tables(rows)
 
 
-def _follow_events(path: Path, event: str, io: Output, json_out: bool,
-                   stop: threading.Event | None, poll: float, offset: int) -> int:
+def _follow_events(path: Path, event: str, io: LogOutput, json_out: bool,
+                   stop: threading.Event | None, poll: float, offset: int) -> None:
     """Print new turn or circuit events as they are appended."""
     from voicectl.logs.follow import Follower
     from voicectl.logs.ttft import read_turn
@@ -604,19 +458,14 @@ def _follow_events(path: Path, event: str, io: Output, json_out: bool,
         for raw in follower.poll():
             row = _event_row(raw, event, read_turn, opened)
             if row is not None:
-                if json_out:
-                    io.json_line(row)
-                else:
-                    io.out.write((_turn_line(row) if event == "turn" else _circuit_line(row))
-                                 + "\n")
+                io.turn(row, json_out) if event == "turn" else io.transition(row, json_out)
         for note in follower.notes:
             io.note(f"voicectl: {note}")
         follower.notes.clear()
-        io.out.flush()
+        io.flush()
 
     _loop(tick, stop, poll)
     follower.close()
-    return 0
 
 
 def _event_row(raw: bytes, event: str, read_turn, opened: dict[str, dict]) -> dict | None:
@@ -662,9 +511,11 @@ def run_logs(
     err: TextIO | None = None,
     stop: threading.Event | None = None,
     poll: float = POLL_SECONDS,
-) -> int:
-    """`voicectl logs`: everything but option parsing. Returns the exit code; bad input raises
-    UsageError (exit 2). `stop` ends --follow (else Ctrl-C does)."""
+) -> None:
+    """`voicectl logs`: everything but option parsing; bad input raises UsageError (exit 2).
+
+    Output goes to `out` and `err` (default stdout and stderr), tables to `console`; `stop`
+    ends --follow (else Ctrl-C does)."""
     if ttft and circuit:
         raise UsageError("--ttft and --circuit exclude each other")
     if (ttft or circuit) and services:
@@ -684,17 +535,17 @@ def run_logs(
     default = DEFAULT_ROWS if ttft else (None if circuit or windowed else DEFAULT_LINES)
     limit = parse_count(lines, default)
     query = Query(limit, since_ts, until_ts, pattern)
-    io = Output(out or sys.stdout, err or sys.stderr, console)
+    io = LogOutput(out or sys.stdout, err or sys.stderr, console)
     try:
         if ttft:
-            return ttft_view(settings, query, limit, follow, json_out, io, stop, poll)
-        if circuit:
-            return circuit_view(settings, query, limit, follow, json_out, io, stop, poll)
-        return service_logs(settings, services, query, follow, json_out, io, stop, poll)
+            ttft_view(settings, query, limit, follow, json_out, io, stop, poll)
+        elif circuit:
+            circuit_view(settings, query, limit, follow, json_out, io, stop, poll)
+        else:
+            service_logs(settings, services, query, follow, json_out, io, stop, poll)
     except BrokenPipeError:  # the reader went away (`voicectl logs -f | head`): stop quietly
         if out is None:
             _silence_stdout()
-        return 0
 
 
 def _silence_stdout() -> None:

@@ -12,9 +12,11 @@ import json
 import sys
 
 from agent.config import Settings
-from agent.local import EMBEDDING_MODEL, embeddings_url, llm_url, missing_packages
-from voicectl.services.catalog import ServiceSpec, command_override
+from agent.config.local_mode import EMBEDDING_MODEL, embeddings_url, llm_url
+from agent.local import missing_packages
+from voicectl.services.overrides import command_override
 from voicectl.services.probes import ProbeResult, _short, http_get
+from voicectl.services.spec import ServiceSpec
 
 #: Start order of the local services (before the agent; embeddings before letta).
 LOCAL_SERVICES = ("llm", "embeddings")

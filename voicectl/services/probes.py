@@ -55,24 +55,6 @@ def probe_text(url: str, expect: str, timeout: float = 1.0) -> ProbeResult:
     return ProbeResult(False, f"{url} answered {status} {text[:80]!r}")
 
 
-def probe_letta(base_url: str, api_key: str = "", timeout: float = 2.0) -> ProbeResult:
-    """Letta's `GET /v1/health/` (with the slash: without it answers 307)."""
-    url = base_url.rstrip("/") + "/v1/health/"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    try:
-        status, body = http_get(url, timeout, headers)
-    except OSError as exc:
-        return ProbeResult(False, f"{url}: {_short(exc)}")
-    if status != 200:
-        return ProbeResult(False, f"{url} answered {status}")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ProbeResult(False, f"{url} answered 200 but not JSON")
-    version = data.get("version", "?") if isinstance(data, dict) else "?"
-    return ProbeResult(True, f"letta {version} healthy")
-
-
 def probe_worker(port: int, agent_name: str, timeout: float = 1.0) -> ProbeResult:
     """The worker health server: 200 on `/`, and `/worker` names our agent."""
     base = f"http://127.0.0.1:{port}"

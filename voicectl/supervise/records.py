@@ -15,6 +15,9 @@ from pathlib import Path
 
 import psutil
 
+from agent.state_paths import StatePaths
+from voicectl.supervise.states import KeeperState
+
 
 @dataclass
 class ServiceRecord:
@@ -31,18 +34,17 @@ class ServiceRecord:
     started_at: float = 0.0
     supervised_since: float = 0.0
     restarts: int = 0
-    state: str = "starting"  # starting | running | backoff | crashed | stopping
+    state: KeeperState = KeeperState.STARTING
     reason: str = ""
     last_exit_code: int | None = None
     updated_at: float = 0.0
 
-
-def run_dir(home: Path) -> Path:
-    return home / "run"
+    def __post_init__(self) -> None:
+        self.state = KeeperState(self.state)  # read back from JSON as a plain string
 
 
 def record_path(home: Path, name: str) -> Path:
-    return run_dir(home) / f"{name}.json"
+    return StatePaths(home).record(name)
 
 
 def write_record(home: Path, record: ServiceRecord) -> None:

@@ -10,19 +10,16 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from agent.config import Settings
+from agent.state_paths import StatePaths
 from voicectl.errors import VoicectlError
-from voicectl.render.printer import Printer
-from voicectl.services.catalog import ServiceSpec, resolve_executable
+from voicectl.render.progress import Printer
+from voicectl.services.catalog import select
+from voicectl.services.spec import ServiceSpec, resolve_executable
+from voicectl.supervise.keepers import live_child, live_keeper, spawn_keeper, stop_service
 from voicectl.supervise.ports import port_holder
-from voicectl.supervise.processes import (
-    live_child,
-    live_keeper,
-    log_path,
-    process_tree_pids,
-    spawn_keeper,
-    stop_service,
-)
+from voicectl.supervise.process_tree import process_tree_pids
 from voicectl.supervise.records import read_record, remove_record
+from voicectl.supervise.states import KeeperState, ServiceState
 from voicectl.supervise.status import service_status
 
 POLL_SECONDS = 0.2
@@ -32,7 +29,7 @@ LOG_TAIL_LINES = 15
 def stack_lock(home: Path, timeout: float = 600.0) -> FileLock:
     """The lock that keeps two `up`/`down` runs of one project from interleaving."""
     home.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(home / "stack.lock"), timeout=timeout)
+    return FileLock(str(StatePaths(home).stack_lock), timeout=timeout)
 
 
 def locked(home: Path, printer: Printer) -> FileLock:
@@ -97,8 +94,6 @@ class _Pending:
 def up(settings: Settings, services: dict[str, ServiceSpec], names: list[str],
        printer: Printer) -> None:
     """Start the named services and their dependencies, wait until each is ready."""
-    from voicectl.services.catalog import select
-
     names = select(services, names, with_deps=True)
     home = settings.home
     with locked(home, printer):
@@ -107,13 +102,13 @@ def up(settings: Settings, services: dict[str, ServiceSpec], names: list[str],
         for name in names:
             spec = services[name]
             st = service_status(spec, read_record(home, name))
-            if st.state == "running":
+            if st.state == ServiceState.RUNNING:
                 printer.ready(name, f"already running ({st.health})", 0.0)
                 ready.add(name)
-            elif st.state == "starting" and not spec.external:
+            elif st.state == ServiceState.STARTING and not spec.external:
                 to_start.append(name)  # wait for it, do not start it twice
             else:
-                if st.state in ("crashed", "stopped") and not spec.external:
+                if st.state in (ServiceState.CRASHED, ServiceState.STOPPED) and not spec.external:
                     remove_record(home, name)
                 to_start.append(name)
         launch = [n for n in to_start if not services[n].external and read_record(home, n) is None]
@@ -141,7 +136,7 @@ def _start_in_order(settings: Settings, services: dict[str, ServiceSpec], to_sta
                 if spec.server is not None:  # say which LiveKit server runs, and why
                     printer.note(f"{name}: {spec.server.describe()}")
                 spawn_keeper(settings, name)
-                printer.state(name, "starting")
+                printer.state(name, ServiceState.STARTING)
             else:
                 printer.state(name, "waiting until ready")
             waiting[name] = _Pending(spec, time.monotonic(), name in launch)
@@ -159,7 +154,7 @@ def _check_ready(settings: Settings, pending: _Pending, printer: Printer) -> boo
     home = settings.home
     elapsed = time.monotonic() - pending.started
     record = None if spec.external else read_record(home, spec.name)
-    if record is not None and record.state in ("backoff", "crashed"):
+    if record is not None and record.state in (KeeperState.BACKOFF, KeeperState.CRASHED):
         _fail(settings, spec, record.reason or "exited during start", pending.launched)
     child = live_child(record) if record else None
     result = spec.probe(child.pid if child else None, record.started_at if record else 0.0)
@@ -174,7 +169,7 @@ def _check_ready(settings: Settings, pending: _Pending, printer: Printer) -> boo
 
 
 def _fail(settings: Settings, spec: ServiceSpec, reason: str, launched: bool) -> None:
-    lines = [] if spec.external else tail(log_path(settings.home, spec.name))
+    lines = [] if spec.external else tail(settings.paths.log(spec.name))
     if launched:
         stop_service(settings.home, spec.name, settings.stop_grace_seconds, spec.stop_signal)
     raise StartError(spec.name, reason, lines)

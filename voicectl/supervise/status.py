@@ -10,11 +10,10 @@ import psutil
 
 from agent.config import Settings
 from voicectl.livekit.choice import running_kind
-from voicectl.services.catalog import ServiceSpec
-from voicectl.supervise.processes import live_child, live_keeper
+from voicectl.services.spec import ServiceSpec
+from voicectl.supervise.keepers import live_child, live_keeper
 from voicectl.supervise.records import ServiceRecord, read_record
-
-STATES = ("running", "starting", "unhealthy", "crashed", "stopped")
+from voicectl.supervise.states import KeeperState, ServiceState
 
 
 @dataclass
@@ -22,7 +21,7 @@ class ServiceStatus:
     """What `voicectl status` reports for one service."""
 
     name: str
-    state: str
+    state: ServiceState
     pid: int | None = None
     ports: list[int] = field(default_factory=list)
     uptime_s: float | None = None
@@ -58,32 +57,34 @@ def _memory(proc: psutil.Process) -> int | None:
 
 
 def service_status(spec: ServiceSpec, record: ServiceRecord | None) -> ServiceStatus:
-    """Combine record, live processes and probe into a state."""
-    st = ServiceStatus(name=spec.name, state="stopped", ports=list(spec.ports), url=spec.url)
+    """Combine record, live processes and probe into a state: the one place that derives it."""
+    st = ServiceStatus(name=spec.name, state=ServiceState.STOPPED, ports=list(spec.ports),
+                       url=spec.url)
     if spec.server is not None:
         st.server, st.server_path = spec.server.kind, spec.server.path or None
     if spec.external:
         st.external = True
         result = spec.probe(None, 0.0)
-        st.state = "running" if result.ok else "unhealthy"
+        st.state = ServiceState.RUNNING if result.ok else ServiceState.UNHEALTHY
         st.health = f"external: {result.detail}"
         return st
     if record is None:
         st.health = "not started"
         return st
     st.restarts = record.restarts
-    if record.state == "crashed":
-        st.state, st.health = "crashed", record.reason
+    if record.state == KeeperState.CRASHED:
+        st.state, st.health = ServiceState.CRASHED, record.reason
         return st
     child = live_child(record)
     keeper = live_keeper(record)
     if child is None:
-        if keeper is not None and record.state in ("backoff", "starting", "running"):
-            st.state, st.health = "starting", record.reason or "starting"
+        if keeper is not None and record.state in (
+                KeeperState.BACKOFF, KeeperState.STARTING, KeeperState.RUNNING):
+            st.state, st.health = ServiceState.STARTING, record.reason or "starting"
         elif keeper is not None:
-            st.state, st.health = "stopped", "stopping"
+            st.state, st.health = ServiceState.STOPPED, "stopping"
         else:
-            st.state = "crashed"
+            st.state = ServiceState.CRASHED
             st.health = f"pid {record.pid} is gone and nothing supervises it (stale record)"
         return st
     st.pid = child.pid
@@ -95,11 +96,11 @@ def service_status(spec: ServiceSpec, record: ServiceRecord | None) -> ServiceSt
     result = spec.probe(child.pid, record.started_at)
     st.health = result.detail if keeper else f"{result.detail} (supervisor gone)"
     if result.ok:
-        st.state = "running"
+        st.state = ServiceState.RUNNING
     elif st.uptime_s < spec.start_timeout:
-        st.state = "starting"
+        st.state = ServiceState.STARTING
     else:
-        st.state = "unhealthy"
+        st.state = ServiceState.UNHEALTHY
     return st
 
 

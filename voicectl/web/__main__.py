@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 
-from agent.config import ConfigError, load_settings
+from agent.config import ConfigError
+from agent.config.loading import load_settings
 from voicectl.web import DEFAULT_HOST
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}

@@ -1,4 +1,4 @@
-"""Readiness probe of the web console (standard library only, for services.py)."""
+"""Readiness probe of the web console (standard library only, for services/web.py)."""
 
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ from aiohttp import web
 from agent.config import Settings
 from voicectl.errors import VoicectlError
 from voicectl.letta import agents as letta_agents
+from voicectl.letta.health import check_health
 from voicectl.livekit import api as livekit_ops
-from voicectl.services.probes import probe_letta
 from voicectl.web import SERVICE_NAME, STATIC_DIR
 from voicectl.web.guard import (
     MAX_BODY_BYTES,
@@ -140,7 +140,7 @@ async def health(request: web.Request) -> web.Response:
 
     async def letta() -> tuple[bool, str]:
         result = await asyncio.to_thread(
-            probe_letta, settings.letta_server_url, settings.letta_api_key, HEALTH_TIMEOUT
+            check_health, settings.letta_server_url, settings.letta_api_key, HEALTH_TIMEOUT
         )
         return result.ok, result.detail
 

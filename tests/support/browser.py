@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli_project import REPO
+from tests.support.project import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 DRIVER = REPO / "tests" / "web" / "driver.mjs"

@@ -1,13 +1,20 @@
-"""How `up` and `down` report progress: a live table on a terminal, plain lines otherwise."""
+"""How `up` and `down` report: progress as a live table on a terminal (plain lines otherwise),
+then where each part answers."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from agent.config import Settings
 
 _STYLE = {"ready": "green", "stopped": "yellow", "failed": "red"}
 
@@ -70,3 +77,27 @@ class Printer:
             self._live.console.print(message)
         else:
             self.console.print(message)
+
+    def log_tail(self, service: str, lines: list[str]) -> None:
+        """The last lines of a service's log, after it failed to start."""
+        self.note(f"last lines of {service}'s log:")
+        for line in lines:
+            self.console.print(f"  {line}", markup=False, highlight=False)
+
+
+def print_urls(printer: Printer, s: Settings, specs: dict) -> None:
+    """Where each started part answers, after `up`."""
+    printer.note("")
+    printer.note(f"LiveKit   {s.livekit_url}")
+    printer.note(f"Letta     {s.letta_server_url}" + ("" if s.letta_managed else " (external)"))
+    printer.note(f"Agent     {s.agent_name}  (health http://127.0.0.1:{s.agent_http_port}/)")
+    if "web" in specs:
+        printer.note(f"Console   http://{s.web_host}:{s.web_port}/")
+    if s.local_mode:
+        printer.note(f"LLM       {s.llm_base_url}  ({s.llm_model}, local)")
+    printer.note(f"Logs      voicectl logs -f    State  {s.home}")
+
+
+def local_mode_written(env_file: Path) -> None:
+    """`up --local` recorded LOCAL_MODE in .env."""
+    sys.stderr.write(f"local mode: LOCAL_MODE=true written to {env_file}\n")

@@ -1,5 +1,5 @@
 """`voicectl logs`: service logs (tail, multiplex, time windows, grep, follow) and the event
-log's views (--ttft, --circuit), on real files; the CLI itself in subprocesses once wired."""
+log's views (--ttft, --circuit), on real files, in this process (the CLI: test_logs_cli.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import sysconfig
 import threading
 import time
@@ -23,9 +20,18 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.config import load_settings
 from agent.events import EventWriter
-from tests.cli_project import REPO, base_env, wait_for
+from tests.support.logs import (
+    append,
+    home_settings,
+    keeper_line,
+    log_home,
+    stamp,
+    turn,
+    write_events,
+    write_log,
+)
+from tests.support.project import wait_for
 from voicectl.errors import UsageError
 from voicectl.logs import ttft
 from voicectl.logs.command import circuit_timeline, line_time, parse_when, run_logs
@@ -46,13 +52,12 @@ def _fresh_now():
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    (tmp_path / "home" / "logs").mkdir(parents=True)
-    return tmp_path / "home"
+    return log_home(tmp_path)
 
 
 @pytest.fixture
 def settings(home: Path, tmp_path: Path):
-    return load_settings(tmp_path / "no.env", environ={"VOICECTL_HOME": str(home)})
+    return home_settings(home, tmp_path)
 
 
 class Run:
@@ -62,41 +67,17 @@ class Run:
         self.settings = settings
         self.colour = colour
 
-    def __call__(self, *services: str, **kw) -> tuple[int, str, str]:
+    def __call__(self, *services: str, **kw) -> tuple[str, str]:
         out, err = io.StringIO(), io.StringIO()
         console = Console(file=out, width=200, color_system="standard" if self.colour else None,
                           force_terminal=self.colour)
-        code = run_logs(self.settings, list(services), console=console, out=out, err=err, **kw)
-        return code, out.getvalue(), err.getvalue()
+        run_logs(self.settings, list(services), console=console, out=out, err=err, **kw)
+        return out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
 def run(settings) -> Run:
     return Run(settings)
-
-
-def stamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def keeper_line(ts: float, service: str, text: str) -> str:
-    return f"[voicectl {stamp(ts)}] {service}: {text}"
-
-
-def write_log(home: Path, service: str, lines: list[str]) -> Path:
-    path = home / "logs" / f"{service}.log"
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
-
-
-def write_events(path: Path, records: list[dict], extra: list[str] = ()) -> None:
-    lines = [json.dumps(r, separators=(",", ":")) for r in records] + list(extra)
-    path.write_text("".join(line + "\n" for line in lines))
-
-
-def turn(ts: float, mode: str, ttft_ms: float | None, path: str | None = None, **more) -> dict:
-    return {"ts": ts, "event": "turn", "mode": mode, "path": path or mode, "ttft_ms": ttft_ms,
-            "total_ms": None if ttft_ms is None else ttft_ms + 500, "fallback": False, **more}
 
 
 # -- input
@@ -158,15 +139,14 @@ def test_line_times_we_recognise():
 
 def test_last_n_lines_of_one_service_without_prefix(home, run):
     write_log(home, "agent", [keeper_line(NOW - 100 + i, "agent", f"line {i}") for i in range(100)])
-    code, out, _ = run("agent", lines=3)
-    assert code == 0
+    out, _ = run("agent", lines=3)
     assert out.splitlines() == [keeper_line(NOW - 100 + i, "agent", f"line {i}")
                                 for i in (97, 98, 99)]
-    _, out, _ = run("agent")
+    out, _ = run("agent")
     assert len(out.splitlines()) == 50  # the default
-    _, out, _ = run("agent", lines="all")
+    out, _ = run("agent", lines="all")
     assert len(out.splitlines()) == 100
-    _, out, _ = run("agent", lines=0)
+    out, _ = run("agent", lines=0)
     assert out == ""
 
 
@@ -176,8 +156,7 @@ def test_services_are_multiplexed_by_time_with_name_prefixes(home, run):
     write_log(home, "letta", [keeper_line(NOW - 40, "letta", "l1"),
                               "a line without a time",
                               keeper_line(NOW - 20, "letta", "l2")])
-    code, out, _ = run(lines="all")
-    assert code == 0
+    out, _ = run(lines="all")
     assert out.splitlines() == [
         f"agent | {keeper_line(NOW - 50, 'agent', 'a1')}",
         f"letta | {keeper_line(NOW - 40, 'letta', 'l1')}",
@@ -185,14 +164,14 @@ def test_services_are_multiplexed_by_time_with_name_prefixes(home, run):
         f"agent | {keeper_line(NOW - 30, 'agent', 'a2')}",
         f"letta | {keeper_line(NOW - 20, 'letta', 'l2')}",
     ]
-    _, out, _ = run("letta", "agent", lines=1)  # one line per service, still merged by time
+    out, _ = run("letta", "agent", lines=1)  # one line per service, still merged by time
     assert [line.split(" | ")[0] for line in out.splitlines()] == ["agent", "letta"]
 
 
 def test_prefixes_are_coloured_on_a_terminal(home, settings):
     write_log(home, "agent", [keeper_line(NOW, "agent", "hello")])
     write_log(home, "web", [keeper_line(NOW, "web", "hello")])
-    _, out, _ = Run(settings, colour=True)()
+    out, _ = Run(settings, colour=True)()
     assert "\x1b[36magent |\x1b[0m" in out and "\x1b[33mweb   |\x1b[0m" in out
 
 
@@ -200,13 +179,13 @@ def test_since_and_until_with_durations_and_iso_times(home, run):
     times = [NOW - 3 * 3600, NOW - 90 * 60, NOW - 30 * 60, NOW - 5 * 60]
     write_log(home, "agent", [keeper_line(t, "agent", f"at {i}") for i, t in enumerate(times)])
     texts = lambda out: [line.rsplit(" ", 1)[-1] for line in out.splitlines()]  # noqa: E731
-    assert texts(run("agent", since="1h")[1]) == ["2", "3"]
-    assert texts(run("agent", until="1h")[1]) == ["0", "1"]
-    assert texts(run("agent", since="2h", until="10m")[1]) == ["1", "2"]
-    assert texts(run("agent", since=stamp(NOW - 100 * 60))[1]) == ["1", "2", "3"]
-    assert texts(run("agent", since=stamp(NOW - 100 * 60), until=stamp(NOW - 60 * 60))[1]) \
+    assert texts(run("agent", since="1h")[0]) == ["2", "3"]
+    assert texts(run("agent", until="1h")[0]) == ["0", "1"]
+    assert texts(run("agent", since="2h", until="10m")[0]) == ["1", "2"]
+    assert texts(run("agent", since=stamp(NOW - 100 * 60))[0]) == ["1", "2", "3"]
+    assert texts(run("agent", since=stamp(NOW - 100 * 60), until=stamp(NOW - 60 * 60))[0]) \
         == ["1"]
-    assert texts(run("agent", since="1h", lines=1)[1]) == ["3"]
+    assert texts(run("agent", since="1h", lines=1)[0]) == ["3"]
 
 
 def test_lines_without_a_time_take_their_older_neighbours(home, run):
@@ -220,26 +199,26 @@ def test_lines_without_a_time_take_their_older_neighbours(home, run):
                     .isoformat()}),
         "ValueError: after the new line",
     ])
-    _, out, _ = run("agent", since="1h")
+    out, _ = run("agent", since="1h")
     assert out.splitlines()[1:] == ["ValueError: after the new line"]
     assert '"new"' in out.splitlines()[0]
-    _, out, _ = run("agent", until="1h")
+    out, _ = run("agent", until="1h")
     assert out.splitlines()[1:] == ["Traceback (most recent call last):", '  File "x.py", line 1']
 
 
 def test_grep_filters_lines(home, run):
     write_log(home, "agent", [keeper_line(NOW - 9 + i, "agent", word)
                               for i, word in enumerate(["ok", "ERROR one", "ok", "failed", "ok"])])
-    _, out, _ = run("agent", grep="ERROR|fail")
+    out, _ = run("agent", grep="ERROR|fail")
     assert [line.split(": ", 1)[1] for line in out.splitlines()] == ["ERROR one", "failed"]
-    _, out, _ = run("agent", grep="ok", lines=1)
+    out, _ = run("agent", grep="ok", lines=1)
     assert len(out.splitlines()) == 1
 
 
 def test_json_is_one_document_of_service_ts_line(home, run):
     write_log(home, "agent", [keeper_line(NOW - 5, "agent", "one"), "two"])
     write_log(home, "livekit", [keeper_line(NOW - 3, "livekit", "three")])
-    _, out, _ = run(json_out=True)
+    out, _ = run(json_out=True)
     doc = json.loads(out)
     assert [(d["service"], d["line"].rsplit(" ", 1)[-1]) for d in doc] == [
         ("agent", "one"), ("agent", "two"), ("livekit", "three")]
@@ -247,10 +226,10 @@ def test_json_is_one_document_of_service_ts_line(home, run):
 
 
 def test_no_logs_yet_is_a_note_not_an_error(run):
-    code, out, err = run()
-    assert code == 0 and out == "" and "no service logs" in err
-    code, out, _ = run(json_out=True)
-    assert code == 0 and json.loads(out) == []
+    out, err = run()
+    assert out == "" and "no service logs" in err
+    out, _ = run(json_out=True)
+    assert json.loads(out) == []
 
 
 # -- follow
@@ -278,11 +257,6 @@ class Following:
 
     def wait_for(self, text: str) -> str:
         return wait_for(lambda: text in self.out.getvalue() and self.out.getvalue(), timeout=10)
-
-
-def append(path: Path, *lines: str) -> None:
-    with path.open("a") as fh:
-        fh.write("".join(line + "\n" for line in lines))
 
 
 def test_follow_prints_appended_lines_and_survives_truncation_and_rotation(home, run):
@@ -348,9 +322,9 @@ def test_ttft_stats_match_a_hand_computation(settings, run):
     records += [turn(NOW - 50, "letta", 1000.0), turn(NOW - 40, "letta", None)]
     write_events(settings.events_path, records + [
         {"ts": NOW - 30, "event": "memory_sync", "ok": True, "ms": 5, "pending": 0}])
-    code, out, err = run(ttft=True, json_out=True, lines=3)
+    out, err = run(ttft=True, json_out=True, lines=3)
     doc = json.loads(out)
-    assert code == 0 and err == ""
+    assert err == ""
     # sorted hybrid: 100 200 300 400 500; p95 at rank 3.8 = 400 + 0.8 * 100, p99 at 3.96
     assert doc["stats"]["hybrid"] == {"count": 5, "p50": 300.0, "p95": 480.0, "p99": 496.0,
                                       "max": 500.0, "no_ttft": 0}
@@ -360,9 +334,9 @@ def test_ttft_stats_match_a_hand_computation(settings, run):
     assert [(t["mode"], t["ttft_ms"]) for t in doc["turns"]] == [
         ("hybrid", 400), ("letta", 1000.0), ("letta", None)]
     assert set(doc["turns"][0]) == {"ts", "mode", "path", "ttft_ms", "total_ms", "fallback"}
-    _, out, _ = run(ttft=True, json_out=True, lines="all")
+    out, _ = run(ttft=True, json_out=True, lines="all")
     assert len(json.loads(out)["turns"]) == 7
-    _, table, _ = run(ttft=True)
+    table, _ = run(ttft=True)
     assert "Turns (last 7 of 7)" in table
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in table.splitlines()]
     assert ["hybrid", "5", "300.0", "480.0", "496.0", "500.0", "0"] in cells
@@ -376,9 +350,8 @@ def test_ttft_counts_corrupt_lines_and_never_crashes(settings, run):
     write_events(settings.events_path, good, corrupt)
     with settings.events_path.open("a") as fh:
         fh.write('{"ts":9,"event":"turn","mode":"hybrid","path":"hy')  # a partial last line
-    code, out, err = run(ttft=True, json_out=True)
+    out, err = run(ttft=True, json_out=True)
     doc = json.loads(out)
-    assert code == 0
     assert doc["stats"]["hybrid"]["count"] == 3
     assert doc["skipped"] == 5  # lines naming no turn event (the NUL line) are not counted
     assert "skipped 5 unreadable lines" in err
@@ -402,26 +375,25 @@ def test_a_write_after_a_torn_line_starts_a_fresh_line(settings, run):
     stats = ReadStats()
     ttfts = [r["ttft_ms"] for r in read_events(settings.events_path, stats)]
     assert ttfts == [100.0, 101.0, 150.0, 160.0] and stats.skipped == 1
-    code, out, _ = run(ttft=True, json_out=True)
+    out, _ = run(ttft=True, json_out=True)
     doc = json.loads(out)
-    assert code == 0 and doc["stats"]["hybrid"]["count"] == 4 and doc["skipped"] == 1
+    assert doc["stats"]["hybrid"]["count"] == 4 and doc["skipped"] == 1
 
 
 def test_missing_event_log_is_an_empty_result_with_a_note(run):
-    code, out, err = run(ttft=True, json_out=True)
-    assert code == 0
+    out, err = run(ttft=True, json_out=True)
     doc = json.loads(out)
     assert doc["turns"] == [] and doc["stats"] == {} and "no event log" in doc["note"]
     assert "no event log" in err
-    code, out, err = run(circuit=True)
-    assert code == 0 and "no event log" in err
+    out, err = run(circuit=True)
+    assert "no event log" in err
 
 
 def test_ttft_window_by_since_and_until(settings, run):
     write_events(settings.events_path,
                  [turn(NOW - 7200, "hybrid", 1.0), turn(NOW - 3000, "hybrid", 2.0),
                   turn(NOW - 1000, "hybrid", 3.0), turn(NOW - 10, "hybrid", 4.0)])
-    stats = lambda **kw: json.loads(run(ttft=True, json_out=True, **kw)[1])  # noqa: E731
+    stats = lambda **kw: json.loads(run(ttft=True, json_out=True, **kw)[0])  # noqa: E731
     assert stats(since="1h")["stats"]["hybrid"]["count"] == 3
     doc = stats(since="1h", until="10m")
     assert (doc["stats"]["hybrid"]["count"], doc["stats"]["hybrid"]["max"]) == (2, 3.0)
@@ -668,9 +640,9 @@ def test_circuit_timeline_with_open_durations(settings, run):
         c(61.5, "letta", "open", "half_open", 4), c(62, "letta", "half_open", "closed", 0),
         c(900, "openai", "closed", "open", 3),
     ], ['{"ts":5,"event":"circuit","dependency":"le'])
-    code, out, err = run(circuit=True, json_out=True)
+    out, err = run(circuit=True, json_out=True)
     doc = json.loads(out)
-    assert code == 0 and doc["skipped"] == 1 and "skipped 1 unreadable lines" in err
+    assert doc["skipped"] == 1 and "skipped 1 unreadable lines" in err
     rows = doc["transitions"]
     assert [(r["dependency"], r["from"], r["to"]) for r in rows][:3] == [
         ("letta", "closed", "open"), ("letta", "open", "half_open"),
@@ -678,7 +650,7 @@ def test_circuit_timeline_with_open_durations(settings, run):
     opens = [(r["dependency"], r["open_s"], r["still_open"]) for r in rows if "open_s" in r]
     assert opens[:2] == [("letta", 30.0, False), ("letta", 30.5, False)]
     assert opens[2][0] == "openai" and opens[2][2] is True and opens[2][1] >= 99
-    _, table, _ = run(circuit=True)
+    table, _ = run(circuit=True)
     assert "circuit: letta" in table and "circuit: openai" in table
     assert "closed → open" in table and "30.5s" in table and "so far" in table
 
@@ -689,56 +661,3 @@ def test_circuit_timeline_closes_a_period_opened_again():
         {"ts": 15.0, "dependency": "x", "from": "open", "to": "closed", "failures": 0},
     ], now=100.0)
     assert rows[0]["open_s"] == 5.0 and "open_s" not in rows[1]
-
-
-# -- the real command line (once `logs` is wired into voicectl.cli)
-
-
-def _cli_has_logs() -> bool:
-    res = subprocess.run([sys.executable, "-m", "voicectl.cli", "--help"], capture_output=True,
-                         text=True, cwd=REPO, check=False)
-    return " logs " in res.stdout
-
-
-cli = pytest.mark.skipif(not _cli_has_logs(), reason="`voicectl logs` is not wired yet")
-
-
-def voicectl(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voicectl.cli", "logs", *args],
-                          capture_output=True, text=True, env=base_env(home),
-                          cwd=home.parent, timeout=60, check=False)
-
-
-@cli
-def test_cli_logs_tail_ttft_and_bad_input(home, settings):
-    write_log(home, "agent", [keeper_line(NOW - 9 + i, "agent", f"l{i}") for i in range(9)])
-    res = voicectl(home, "agent", "-n", "2")
-    assert res.returncode == 0 and res.stdout.splitlines()[-1].endswith("l8")
-    assert len(res.stdout.splitlines()) == 2
-    write_events(settings.events_path, [turn(NOW, "hybrid", 120.0)], ['garbage "event":"turn"'])
-    res = voicectl(home, "--ttft", "--json")
-    doc = json.loads(res.stdout)
-    assert res.returncode == 0 and doc["stats"]["hybrid"]["p50"] == 120.0
-    assert doc["skipped"] == 1
-    for args, needle in ((["--grep", "["], "--grep"), (["--since", "3x"], "--since"),
-                         (["nosuch"], "unknown service"), (["--ttft", "--circuit"], "exclude")):
-        res = voicectl(home, *args)
-        assert res.returncode == 2, (args, res.stderr)
-        assert needle in res.stderr and "Traceback" not in res.stderr
-        assert len(res.stderr.strip().splitlines()) == 1
-
-
-@cli
-def test_cli_follow_until_interrupted(home):
-    path = write_log(home, "agent", ["first"])
-    proc = subprocess.Popen([sys.executable, "-m", "voicectl.cli", "logs", "-f", "agent"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=base_env(home), cwd=home.parent)
-    try:
-        assert proc.stdout.readline() == "first\n"
-        append(path, "second")
-        assert proc.stdout.readline() == "second\n"
-    finally:
-        os.kill(proc.pid, signal.SIGINT)
-        proc.wait(10)
-    assert proc.returncode in (0, 130)

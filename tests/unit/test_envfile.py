@@ -12,13 +12,11 @@ import os
 import random
 import re
 import stat
-import sys
 from dataclasses import dataclass
 
 import pytest
 from dotenv import dotenv_values
 
-from tests.cli_project import Project, base_env
 from voicectl import envfile
 from voicectl.envfile import EnvFileError, set_value
 
@@ -294,42 +292,3 @@ def test_bindings_agree_with_python_dotenv() -> None:
         ours = [b.key for b in envfile.bindings(body)]
         theirs = [b.key for b in parse_stream(io.StringIO(body)) if b.key is not None]
         assert ours == theirs, text
-
-
-# --- through the CLI --------------------------------------------------------------------
-
-def test_hybrid_off_keeps_blank_lines_and_crlf(tmp_path) -> None:
-    project = Project(tmp_path, base_env(tmp_path / ".voicectl"))
-    project.env["LETTA_MODE"] = "external"
-    env_file = tmp_path / ".env"
-    original = b"# keys\r\n\r\nOPENAI_API_KEY='sk-1'\r\n\r\nUSE_HYBRID_STREAMING=\"true\"\r\nX=1"
-    env_file.write_bytes(original)
-    res = project.run("hybrid", "off", check=True)
-    assert "USE_HYBRID_STREAMING=false" in res.stdout
-    assert env_file.read_bytes() == original.replace(b'"true"', b'"false"')
-    res = project.run("hybrid", "on", check=True)
-    assert env_file.read_bytes() == original
-
-
-def test_an_env_that_is_not_utf8_is_one_line(tmp_path) -> None:
-    project = Project(tmp_path, base_env(tmp_path / ".voicectl"))
-    project.env["LETTA_MODE"] = "external"
-    (tmp_path / ".env").write_bytes(b"# caf\xe9\nUSE_HYBRID_STREAMING=true\n")
-    res = project.run("hybrid", "off")
-    assert res.returncode == 2, res.stderr
-    assert res.stderr == f"voicectl: error: {tmp_path / '.env'}: not UTF-8 text (byte 5)\n"
-    assert (tmp_path / ".env").read_bytes() == b"# caf\xe9\nUSE_HYBRID_STREAMING=true\n"
-
-
-def test_hybrid_on_an_env_it_cannot_write_is_one_line(tmp_path) -> None:
-    project = Project(tmp_path, base_env(tmp_path / ".voicectl"))
-    project.env["LETTA_MODE"] = "external"
-    (tmp_path / ".env").mkdir()  # unreadable as a file, whoever runs the test (root included)
-    res = project.run("hybrid", "off")
-    assert res.returncode == 1, res.stderr
-    assert res.stderr.startswith("voicectl: error: ") and "Traceback" not in res.stderr
-    assert res.stderr.count("\n") == 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))

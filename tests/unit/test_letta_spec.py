@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.clients.letta import LettaAccess
-from agent.config import load_settings
+from agent.config.loading import load_settings
 from agent.memory import letta_agent_spec as spec
 from voicectl import cli
 from voicectl.errors import VoicectlError

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,8 @@ import wave
 from pathlib import Path
 
 from agent.local import missing_packages
+from tests.support.project import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 #: State directory of the test and benchmark `llm` servers: the bundled GGUF (250 MB) is
 #: assembled there once and reused by later runs (.voicectl-*/ is git-ignored).
 LLM_HOME = REPO / ".voicectl-test" / "local-llm"
@@ -87,12 +86,6 @@ def speech_wav(text: str, path: Path, *, source: str | None = None) -> Path:
 def words(text: str) -> list[str]:
     """Lower-case words without punctuation, for comparing transcripts."""
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("’", "'")).split()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def local_env(home: Path, llm_port: int, embeddings_port: int | None = None) -> dict[str, str]:

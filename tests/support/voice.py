@@ -9,16 +9,16 @@ import json
 import urllib.request
 from pathlib import Path
 
-from tests.cli_project import Project, base_env, free_port, standin_cmd
+from tests.support.ports import free_port
+from tests.support.project import Project, new_project, standin_cmd
 
 
 def voice_project(root: Path, **extra: str) -> Project:
     """A project directory (free ports everywhere) ready for `voicectl up`."""
-    proj = Project(root, base_env(root / ".voicectl"))
     # the dev server, like the real one, gives no job to a worker at CPU load >= 0.7; on a
     # 2-core machine running whisper and llama.cpp that drops dispatches at random, and the
     # voice tests are not about that (the load rule has its own test)
-    proj.env.update(VOICECTL_DEV_TARGET_LOAD="1.0", HF_HUB_OFFLINE="1")
+    proj = new_project(root, VOICECTL_DEV_TARGET_LOAD="1.0", HF_HUB_OFFLINE="1")
     letta = free_port()
     proj.write_env(
         LIVEKIT_URL=f"ws://127.0.0.1:{free_port()}",
@@ -44,7 +44,7 @@ VOICE_SERVICES = ("livekit", "llm", "embeddings", "letta", "agent")
 
 
 def project_settings(proj: Project):
-    from agent.config import load_settings
+    from agent.config.loading import load_settings
 
     return load_settings(env_file=proj.root / ".env", environ=proj.env)
 

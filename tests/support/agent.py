@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings, load_settings
+from agent.config import Settings
+from agent.config.loading import load_settings
 from agent.events import read_events
+from tests.support.ports import dead_url
 
 #: Reliability tunables small enough for fast tests (the defaults are 30 s, 2 s, 10 s...).
 FAST_TUNABLES = {
@@ -28,14 +29,6 @@ FAST_TUNABLES = {
     "MEMORY_SYNC_TIMEOUT_SECONDS": "30",
     "PRERESPONSE_TIMEOUT_SECONDS": "5.0",
 }
-
-
-def dead_url() -> str:
-    """An http URL nothing listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def make_settings(home: Path, *, llm_url: str, letta_url: str | None = None,

@@ -1,15 +1,15 @@
 """Settings for voicectl and the agent: the one place configuration names and defaults live.
 
-Values come from the process environment, then the `.env` file of the project, then the
-defaults below. Each field's metadata names its environment variable; `secret` fields are
-masked whenever they are shown. This module must stay cheap to import (no third-party
-imports besides python-dotenv, loaded lazily).
+Each field's metadata names its environment variable; `secret` fields are masked whenever
+they are shown. The fields are grouped by who reads them (see the comments in `Settings`);
+their order is the order of `voicectl config`. Where the values come from (environment,
+`.env`, defaults) is `agent.config.loading`; what local mode changes, `agent.config.local_mode`.
+This package must stay cheap to import (standard library only).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 
 from agent.state_paths import StatePaths
 
-ENV_FILE_NAME = ".env"
+#: Hosts that mean "this machine" (a Letta URL on one of them is managed by default)
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+#: LIVEKIT_SERVER values
 LIVEKIT_SERVER_MODES = ("auto", "binary", "embedded")
-
-
 #: TURN_DETECTION values: livekit-agents' own choice, or a fixed mode it takes
 TURN_DETECTION_MODES = ("auto", "vad", "stt")
+#: livekit-server offers no job to a worker reporting a load at or above this (its target load)
+SERVER_TARGET_LOAD = 0.7
 
 
 class ConfigError(ValueError):
@@ -35,20 +36,22 @@ def _f(env: str, default: object, help: str, *, secret: bool = False, note: str 
                  metadata={"env": env, "secret": secret, "help": help, "note": note})
 
 
-#: livekit-server offers no job to a worker reporting a load at or above this (its target load)
-SERVER_TARGET_LOAD = 0.7
-
-
 @dataclass(frozen=True)
 class Settings:
-    """Effective configuration. Attribute names are the lower-case environment names."""
+    """Effective configuration. Attribute names are the lower-case environment names.
 
-    # LiveKit
+    Groups say who reads them: "both" for settings the control plane (voicectl) and the agent
+    share, "agent" and "control plane" for one side's own. Within a group, a "control plane
+    only" comment marks the settings that only say how voicectl runs the services.
+    """
+
+    # ---- LiveKit (both: where the server is and its keys)
     livekit_url: str = _f("LIVEKIT_URL", "ws://127.0.0.1:7880", "LiveKit server URL")
     livekit_api_key: str = _f("LIVEKIT_API_KEY", "devkey", "LiveKit API key", secret=True)
     livekit_api_secret: str = _f(
         "LIVEKIT_API_SECRET", "secret", "LiveKit API secret", secret=True
     )
+    # control plane only: how voicectl runs and installs livekit-server
     livekit_server_bin: str = _f(
         "LIVEKIT_SERVER_BIN", "livekit-server", "livekit-server binary (path or name on PATH)"
     )
@@ -60,26 +63,30 @@ class Settings:
         "LIVEKIT_SERVER", "auto", "auto | binary | embedded: the livekit-server binary when "
         "found (auto), always (binary), or voicectl's embedded dev server"
     )
-    # Letta
+    # ---- Letta (both: the server and the agent the voice agent talks to, how new agents are made)
+    # control plane only: whether voicectl runs Letta itself
     letta_mode: str = _f(
         "LETTA_MODE", "", "managed | external (default: managed for a loopback URL)"
     )
+    # both
     letta_server_url: str = _f("LETTA_SERVER_URL", "http://127.0.0.1:8283", "Letta server URL")
     letta_api_key: str = _f("LETTA_API_KEY", "", "Letta API key (Letta Cloud)", secret=True)
     letta_agent_id: str = _f("LETTA_AGENT_ID", "", "Letta agent id used by the voice agent")
     letta_agent_name: str = _f(
         "LETTA_AGENT_NAME", "voice-assistant", "Letta agent name, used when no id is set"
     )
+    # control plane only: the managed Letta's Postgres and virtual environment
     letta_pg_port: int = _f("LETTA_PG_PORT", 8284, "port of the managed Postgres")
     letta_venv: str = _f(
         "LETTA_VENV", "", "virtual environment of the managed Letta (default <state>/letta/venv)"
     )
+    # both: the models of new Letta agents (voicectl letta and the agent create them)
     letta_llm_model: str = _f("LETTA_LLM_MODEL", "gpt-5-mini", "model of new Letta agents")
     letta_embedding_model: str = _f(
         "LETTA_EMBEDDING_MODEL", "text-embedding-3-small", "embedding model of new Letta agents"
     )
     letta_embedding_dim: int = _f("LETTA_EMBEDDING_DIM", 1536, "embedding dimension")
-    # Model providers
+    # ---- Model providers (agent; voicectl's doctor checks the keys)
     openai_api_key: str = _f("OPENAI_API_KEY", "", "OpenAI (or compatible) API key", secret=True)
     openai_base_url: str = _f("OPENAI_BASE_URL", "", "OpenAI-compatible base URL")
     llm_model: str = _f("LLM_MODEL", "gpt-5-mini", "fast model of the hybrid path")
@@ -98,7 +105,8 @@ class Settings:
     tts_base_url: str = _f("TTS_BASE_URL", "", "base URL of an OpenAI-compatible TTS")
     openai_tts_voice: str = _f("OPENAI_TTS_VOICE", "nova", "voice of the OpenAI TTS")
     cartesia_api_key: str = _f("CARTESIA_API_KEY", "", "Cartesia API key", secret=True)
-    # Local mode: every model on this machine, no cloud keys (agent/local/)
+    # ---- Local mode: every model on this machine, no cloud keys (agent/local/; the control
+    # plane runs the llm and embeddings services from the GGUF and port settings)
     local_mode: bool = _f(
         "LOCAL_MODE", False, "local whisper STT, piper TTS, LLM and embeddings services"
     )
@@ -125,7 +133,7 @@ class Settings:
     )
     local_threads: int = _f("LOCAL_THREADS", 0, "CPU threads per local model (0: all cores)")
     ollama_url: str = _f("OLLAMA_URL", "", "Ollama server for the LLM instead of the llm service")
-    # Agent
+    # ---- Agent (the worker; the control plane reads its name and health port)
     agent_name: str = _f("AGENT_NAME", "letta-voice-agent", "agent name for explicit dispatch")
     agent_http_port: int = _f("AGENT_HTTP_PORT", 8081, "worker health server port")
     agent_load_threshold: float = _f(
@@ -166,7 +174,7 @@ class Settings:
     voice_idle_timeout_seconds: float = _f(
         "VOICE_IDLE_TIMEOUT_SECONDS", 300.0, "end a silent session after this long"
     )
-    # Reliability
+    # ---- Reliability (agent: retries, circuits, memory sync, the prompt)
     circuit_failure_threshold: int = _f(
         "CIRCUIT_FAILURE_THRESHOLD", 3, "consecutive failures that open a circuit"
     )
@@ -203,9 +211,9 @@ class Settings:
     agent_instructions: str = _f(
         "AGENT_INSTRUCTIONS", "", "system prompt of the voice agent (built-in default when empty)"
     )
-    # Observability and control plane
+    # ---- Observability (agent: its Prometheus port, which the control plane shows)
     metrics_port: int = _f("METRICS_PORT", 9100, "agent Prometheus port")
-    # Prices for the cost counters (USD; list prices of the default models: set your own)
+    # agent: prices for the cost counters (USD; list prices of the default models: set your own)
     price_llm_input_per_mtok: float = _f(
         "PRICE_LLM_INPUT_PER_MTOK", 0.25, "LLM price per million input tokens (USD)"
     )
@@ -218,6 +226,7 @@ class Settings:
     price_tts_per_mchar: float = _f(
         "PRICE_TTS_PER_MCHAR", 15.0, "TTS price per million characters (USD)"
     )
+    # ---- Control plane only: web console, state directory, command overrides, restart/stop
     web_port: int = _f("WEB_PORT", 9000, "web console port")
     web_host: str = _f("WEB_HOST", "127.0.0.1", "web console bind address")
     voicectl_home: str = _f("VOICECTL_HOME", "", "state directory (default .voicectl/)")
@@ -243,6 +252,7 @@ class Settings:
         "VOICECTL_STOP_GRACE_SECONDS", 10.0, "time between SIGTERM and SIGKILL on stop"
     )
 
+    # ---- Not settings: where each value came from, and the project they belong to
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     env_file: Path | None = field(default=None, compare=False, repr=False)
     project_dir: Path = field(default=Path("."), compare=False, repr=False)
@@ -325,112 +335,6 @@ def config_fields() -> list[dataclasses.Field]:
 def env_name(attr: str) -> str:
     """Environment variable name of a settings attribute."""
     return Settings.__dataclass_fields__[attr].metadata["env"]
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _convert(f: dataclasses.Field, raw: str, source: str) -> object:
-    kind = type(f.default)
-    env = f.metadata["env"]
-    text = raw.strip()
-    try:
-        if kind is bool:
-            low = text.lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-    except ValueError:
-        want = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-        raise ConfigError(f"{env}={raw!r} (from {source}) is not {want}") from None
-    return raw
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Key/values of a .env file (missing file: empty)."""
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    try:
-        values = dotenv_values(path, encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def load_settings(
-    env_file: Path | str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Resolve settings: environment, then the .env file, then defaults."""
-    environ = os.environ if environ is None else environ
-    if env_file is None:
-        env_file = environ.get("VOICECTL_ENV_FILE") or Path.cwd() / ENV_FILE_NAME
-    env_path = Path(env_file).expanduser().resolve()
-    file_values = read_env_file(env_path)
-    values: dict[str, object] = {}
-    sources: dict[str, str] = {}
-    for f in config_fields():
-        env = f.metadata["env"]
-        if env in environ:
-            values[f.name] = _convert(f, environ[env], "environment")
-            sources[f.name] = "environment"
-        elif env in file_values:
-            values[f.name] = _convert(f, file_values[env], env_path.name)
-            sources[f.name] = env_path.name
-        else:
-            sources[f.name] = "default"
-    settings = Settings(
-        **values, sources=sources, env_file=env_path, project_dir=env_path.parent
-    )
-    if settings.local_mode:
-        from agent.local import apply_local_mode
-
-        settings = apply_local_mode(settings)
-    _validate(settings)
-    return settings
-
-
-def _validate(s: Settings) -> None:
-    if s.letta_mode not in ("", "managed", "external"):
-        raise ConfigError(f"LETTA_MODE={s.letta_mode!r} must be managed or external")
-    if s.turn_detection not in TURN_DETECTION_MODES:
-        raise ConfigError(f"TURN_DETECTION={s.turn_detection!r} must be auto, vad or stt")
-    delays = s.endpointing_delays()  # raises on a bad value
-    if {"min_delay", "max_delay"} <= delays.keys() and delays["min_delay"] > delays["max_delay"]:
-        raise ConfigError("ENDPOINTING_MIN_DELAY_SECONDS must not exceed "
-                          "ENDPOINTING_MAX_DELAY_SECONDS")
-    if s.livekit_server not in LIVEKIT_SERVER_MODES:
-        raise ConfigError(f"LIVEKIT_SERVER={s.livekit_server!r} must be "
-                          f"{', '.join(LIVEKIT_SERVER_MODES[:-1])} or {LIVEKIT_SERVER_MODES[-1]}")
-    for attr, schemes in (
-        ("livekit_url", ("ws", "wss", "http", "https")),
-        ("letta_server_url", ("http", "https")),
-    ):
-        url = getattr(s, attr)
-        parts = urlsplit(url)
-        if parts.scheme not in schemes or not parts.hostname:
-            raise ConfigError(f"{env_name(attr)}={url!r} is not a {'/'.join(schemes)} URL")
-    for attr in ("agent_http_port", "letta_pg_port", "metrics_port", "web_port",
-                 "local_llm_port", "local_embeddings_port"):
-        port = getattr(s, attr)
-        if not 0 < port < 65536:
-            raise ConfigError(f"{env_name(attr)}={port} is not a TCP port")
-    if not 0 < s.agent_load_threshold <= 1:
-        raise ConfigError(f"AGENT_LOAD_THRESHOLD={s.agent_load_threshold:g} must be above 0 "
-                          f"and at most 1 (LiveKit offers no job at {SERVER_TARGET_LOAD} or "
-                          "more)")
-    for f in config_fields():
-        if f.name.startswith("price_") and not getattr(s, f.name) >= 0:
-            raise ConfigError(f"{f.metadata['env']}={getattr(s, f.name)} must not be negative")
 
 
 def mask(value: str) -> str:

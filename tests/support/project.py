@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,10 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "tests" / "fakes" / "standin.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
@@ -90,6 +85,32 @@ def base_env(home: Path) -> dict[str, str]:
     env["VOICECTL_HOME"] = str(home)
     env["PYTHONPATH"] = str(REPO)
     return env
+
+
+def new_project(root: Path, **env: str) -> Project:
+    """A project in `root` (state in root/.voicectl) with a clean environment plus `env`."""
+    proj = Project(root, base_env(root / ".voicectl"))
+    proj.env.update(env)
+    return proj
+
+
+def stop_project(proj: Project) -> None:
+    """`voicectl down`, then kill whatever still runs from the project's directory."""
+    proj.run("down", timeout=60)
+    for proc in processes_matching(str(proj.root)):
+        proc.kill()
+
+
+def service_ports_env(livekit: int, letta: int, agent: int) -> dict[str, str]:
+    """.env values that put LiveKit, Letta and the agent on the given ports, and the web
+    console and metrics on free ones (never the defaults a running stack holds)."""
+    return {
+        "LIVEKIT_URL": f"ws://127.0.0.1:{livekit}",
+        "LETTA_SERVER_URL": f"http://127.0.0.1:{letta}",
+        "AGENT_HTTP_PORT": str(agent),
+        "WEB_PORT": str(free_port()),
+        "METRICS_PORT": str(free_port()),
+    }
 
 
 def standin_cmd(port: int, *extra: str) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.support.ports import free_port
+from tests.support.project import REPO
+
 DEV_KEY, DEV_SECRET = "devkey", "secret"  # what `livekit-server --dev` accepts
 DEV_SERVER_CMD = [sys.executable, "-m", "voicectl.livekit_dev"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -189,7 +183,7 @@ def start_dev_livekit(
         with path.open("ab") as log_file:
             proc = subprocess.Popen(
                 [*DEV_SERVER_CMD, "--bind", host, "--port", str(chosen), *options, *extra_args],
-                cwd=REPO_ROOT,
+                cwd=REPO,
                 env=child_env,
                 stdout=log_file,
                 stderr=log_file,
