@@ -14,6 +14,12 @@ class VoicectlError(Exception):
         self.code = code
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its type's name when it has none)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 class UsageError(VoicectlError):
     """Bad usage or input (exit 2)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from voicectl.errors import VoicectlError
+from voicectl.errors import VoicectlError, first_line
 
 T = TypeVar("T")
 
@@ -17,5 +17,4 @@ def letta_call(fn: Callable[[], T]) -> T:
     except VoicectlError:
         raise
     except Exception as exc:  # letta_client and httpx raise many kinds
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VoicectlError(f"letta: {type(exc).__name__}: {detail[:200]}") from None
+        raise VoicectlError(f"letta: {type(exc).__name__}: {first_line(exc)[:200]}") from None

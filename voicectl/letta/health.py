@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicectl.services.probes import _short, http_get
+from voicectl.services.probes import http_get, unreachable_reason
 
 HEALTH_PATH = "/v1/health/"  # the trailing slash matters: without it Letta answers 307
 
@@ -38,7 +38,7 @@ def check_health(base_url: str, api_key: str = "", timeout: float = 2.0) -> Lett
     try:
         status, body = http_get(url, timeout, headers)
     except OSError as exc:
-        return LettaHealth(False, f"{url}: {_short(exc)}")
+        return LettaHealth(False, f"{url}: {unreachable_reason(exc)}")
     if status != 200:
         return LettaHealth(False, f"{url} answered {status}")
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import Settings
-from voicectl.errors import VoicectlError
+from voicectl.errors import VoicectlError, first_line
 from voicectl.letta import install as letta_install
 from voicectl.letta import postgres
 from voicectl.letta import server as letta_server
@@ -60,12 +60,6 @@ def prepare_database(settings: Settings, progress: Progress) -> None:
             marker.write_text("ok\n")
     except letta_install.LettaSetupError as exc:
         raise VoicectlError(f"letta setup: {first_line(exc)}") from None
-
-
-def first_line(exc: Exception) -> str:
-    """The first line of a setup error, for a one-line message."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def server_argv(settings: Settings) -> list[str]:

@@ -15,7 +15,7 @@ from agent.config import Settings
 from agent.config.local_mode import EMBEDDING_MODEL, embeddings_url, llm_url
 from agent.local import missing_packages
 from voicectl.services.overrides import command_override
-from voicectl.services.probes import ProbeResult, _short, http_get
+from voicectl.services.probes import ProbeResult, http_get, unreachable_reason
 from voicectl.services.spec import ServiceSpec
 
 #: Start order of the local services (before the agent; embeddings before letta).
@@ -33,7 +33,7 @@ def probe_llm(base_url: str, timeout: float = 2.0) -> ProbeResult:
     try:
         status, body = http_get(url, timeout)
     except OSError as exc:
-        return ProbeResult(False, f"{url}: {_short(exc)}")
+        return ProbeResult(False, f"{url}: {unreachable_reason(exc)}")
     if status == 503:
         return ProbeResult(False, f"{url}: loading the model")
     if status != 200:
@@ -53,7 +53,7 @@ def probe_embeddings(base_url: str, timeout: float = 2.0) -> ProbeResult:
     try:
         status, body = http_get(url, timeout)
     except OSError as exc:
-        return ProbeResult(False, f"{url}: {_short(exc)}")
+        return ProbeResult(False, f"{url}: {unreachable_reason(exc)}")
     if status != 200 or EMBEDDING_MODEL.encode() not in body:
         return ProbeResult(False, f"{url} answered {status} without {EMBEDDING_MODEL}")
     return ProbeResult(True, f"{EMBEDDING_MODEL} embeddings")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 from agent.config import Settings
-from voicectl.errors import VoicectlError
+from voicectl.errors import VoicectlError, first_line
 from voicectl.letta import install as letta_install
 from voicectl.letta import managed as managed_letta
 from voicectl.letta import postgres
@@ -22,7 +22,7 @@ def postgres_spec(settings: Settings) -> ServiceSpec:
         argv = command_override(settings, "postgres") or postgres.server_argv(pgd, port)
     except letta_install.LettaSetupError as exc:
         argv = ["pgserver-missing"]
-        detail = managed_letta.first_line(exc)
+        detail = first_line(exc)
     else:
         detail = ""
 
@@ -37,7 +37,7 @@ def postgres_spec(settings: Settings) -> ServiceSpec:
         try:
             postgres.ensure_initialized(pgd, port, progress)
         except letta_install.LettaSetupError as exc:
-            raise VoicectlError(f"postgres setup: {managed_letta.first_line(exc)}") from None
+            raise VoicectlError(f"postgres setup: {first_line(exc)}") from None
 
     return ServiceSpec(
         name="postgres",

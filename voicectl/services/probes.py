@@ -34,7 +34,7 @@ def http_get(url: str, timeout: float = 1.0, headers: dict[str, str] | None = No
         conn.close()
 
 
-def _short(exc: OSError) -> str:
+def unreachable_reason(exc: OSError) -> str:
     text = str(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -48,7 +48,7 @@ def probe_text(url: str, expect: str, timeout: float = 1.0) -> ProbeResult:
     try:
         status, body = http_get(url, timeout)
     except OSError as exc:
-        return ProbeResult(False, f"{url}: {_short(exc)}")
+        return ProbeResult(False, f"{url}: {unreachable_reason(exc)}")
     text = body.decode(errors="replace").strip()
     if status == 200 and text == expect:
         return ProbeResult(True, f"{url} answered {expect}")
@@ -64,7 +64,7 @@ def probe_worker(port: int, agent_name: str, timeout: float = 1.0) -> ProbeResul
             return ProbeResult(False, f"worker health {status}: {body.decode(errors='replace')}")
         status, body = http_get(base + "/worker", timeout)
     except OSError as exc:
-        return ProbeResult(False, f"{base}: {_short(exc)}")
+        return ProbeResult(False, f"{base}: {unreachable_reason(exc)}")
     try:
         name = json.loads(body).get("agent_name", "")
     except (ValueError, AttributeError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from voicectl.services.probes import ProbeResult, _short, http_get
+from voicectl.services.probes import ProbeResult, http_get, unreachable_reason
 from voicectl.web import SERVICE_NAME
 
 
@@ -18,7 +18,7 @@ def probe_web(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> Probe
     try:
         status, body = http_get(url, timeout)
     except OSError as exc:
-        return ProbeResult(False, f"{url}: {_short(exc)}")
+        return ProbeResult(False, f"{url}: {unreachable_reason(exc)}")
     try:
         data = json.loads(body)
     except ValueError:

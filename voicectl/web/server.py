@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from agent.config import Settings
-from voicectl.errors import VoicectlError
+from voicectl.errors import VoicectlError, first_line
 from voicectl.letta import agents as letta_agents
 from voicectl.letta.health import check_health
 from voicectl.livekit import api as livekit_ops
@@ -165,7 +165,7 @@ async def agents(request: web.Request) -> web.Response:
         )
     except (letta_agents.LettaAgentError, OSError) as exc:
         return error(502, f"cannot list Letta agents at {settings.letta_server_url}: "
-                          f"{_first_line(exc)}")
+                          f"{_root_cause_line(exc)}")
     rows = [{k: a.get(k) for k in ("id", "name", "model", "created_at")} for a in found]
     return web.json_response({"agents": rows, "default_agent_id": settings.letta_agent_id or None,
                               "letta_url": settings.letta_server_url})
@@ -197,7 +197,7 @@ async def dispatch_agent(request: web.Request) -> web.Response:
             else:
                 # the voice agent copes with Letta being down: the call goes ahead
                 found = {}
-                warning = f"could not check the agent on Letta: {_first_line(exc)}"
+                warning = f"could not check the agent on Letta: {_root_cause_line(exc)}"
         if found is None:
             return error(404, f"no Letta agent {agent_id!r} on {settings.letta_server_url}")
     metadata = json.dumps({"letta_agent_id": agent_id}) if agent_id else ""
@@ -226,12 +226,11 @@ async def dispatch_why(request: web.Request) -> web.Response:
     return web.json_response({"room": room, "agent_name": settings.agent_name, **found})
 
 
-def _first_line(exc: BaseException) -> str:
+def _root_cause_line(exc: BaseException) -> str:
     """The root cause's message, one line (LettaAgentError repeats the URL we already give)."""
     if isinstance(exc, letta_agents.LettaAgentError) and exc.__cause__ is not None:
         exc = exc.__cause__
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return first_line(exc)[:300]
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
