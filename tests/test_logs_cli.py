@@ -22,21 +22,12 @@ from tests.support.logs import (
     write_events,
     write_log,
 )
-from tests.support.project import REPO, base_env
+from tests.support.project import base_env
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return log_home(tmp_path)
-
-
-def _cli_has_logs() -> bool:
-    res = subprocess.run([sys.executable, "-m", "voicectl.cli", "--help"], capture_output=True,
-                         text=True, cwd=REPO, check=False)
-    return " logs " in res.stdout
-
-
-cli = pytest.mark.skipif(not _cli_has_logs(), reason="`voicectl logs` is not wired yet")
 
 
 def voicectl(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -45,7 +36,6 @@ def voicectl(home: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=home.parent, timeout=60, check=False)
 
 
-@cli
 def test_cli_logs_tail_ttft_and_bad_input(home, tmp_path):
     now = time.time()
     write_log(home, "agent", [keeper_line(now - 9 + i, "agent", f"l{i}") for i in range(9)])
@@ -66,7 +56,6 @@ def test_cli_logs_tail_ttft_and_bad_input(home, tmp_path):
         assert len(res.stderr.strip().splitlines()) == 1
 
 
-@cli
 def test_cli_follow_until_interrupted(home):
     path = write_log(home, "agent", ["first"])
     proc = subprocess.Popen([sys.executable, "-m", "voicectl.cli", "logs", "-f", "agent"],
